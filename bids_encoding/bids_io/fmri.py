@@ -1,0 +1,146 @@
+"""fMRI runs of one subject: BOLD (raw or preprocessed), events, stimuli, mask, TR.
+
+Every check that needs only headers and small text files happens here, before
+any workflow starts, so that a bad dataset fails in a second with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+from bids import BIDSLayout
+
+from ..errors import UserError
+from ..stimuli import stimuli_from_events
+
+NIFTI = [".nii", ".nii.gz"]
+TR_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class BoldRun:
+    """One BOLD run and everything the models need to know about it."""
+
+    subject: str
+    task: str
+    bold: Path
+    events: Path
+    tr: float
+    n_volumes: int
+    session: str | None = None
+    run: str | None = None
+    space: str | None = None
+    mask: Path | None = None
+    confounds: Path | None = None
+    raw_bold: Path | None = None
+    modalities: tuple[str, ...] = ()
+    entities: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        """A short alphanumeric-and-underscore name, for Nipype node names."""
+        parts = [self.task] + ([f"ses{self.session}"] if self.session else []) + ([f"run{self.run}"] if self.run else [])
+        return "_".join(parts)
+
+
+def _one(files: list, what: str, near: Path) -> Path | None:
+    if not files:
+        return None
+    if len(files) > 1:
+        names = ", ".join(Path(f.path).name for f in files[:4])
+        raise UserError(f"found {len(files)} {what} files for one run ({names})", path=near.parent,
+                        fix="Narrow the choice with --space or a --bids-filter-file")
+    return Path(files[0].path)
+
+
+def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
+    metadata = layout.get_metadata(str(bold)) or {}
+    tr = metadata.get("RepetitionTime") or (layout.get_metadata(str(raw_bold)) or {}).get("RepetitionTime")
+    if tr is None:
+        raise UserError("the sidecar JSON gives no RepetitionTime", path=bold,
+                        fix="Add RepetitionTime (seconds) to the run's _bold.json or a task-level _bold.json")
+    return float(tr)
+
+
+def _check_header(bold: Path, tr: float) -> int:
+    try:
+        img = nib.load(str(bold))
+    except Exception as exc:
+        raise UserError(f"the file cannot be read as NIfTI ({exc})", path=bold, fix="Replace the file with a valid NIfTI image") from None
+    if img.ndim != 4:
+        raise UserError(f"the BOLD image has {img.ndim} dimensions, not 4", path=bold,
+                        fix="Give a 4D time series (x, y, z, time)")
+    zooms = img.header.get_zooms()
+    header_tr = float(zooms[3])
+    units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
+    if units == "msec":
+        header_tr /= 1000.0
+    if header_tr > 0 and abs(header_tr - tr) > TR_TOLERANCE:
+        raise UserError(
+            f"the sidecar's RepetitionTime ({tr} s) does not match the NIfTI header's time step ({header_tr} s)",
+            path=bold,
+            fix="Correct RepetitionTime in the JSON sidecar or the header's pixdim[4], whichever is wrong",
+        )
+    return int(img.shape[3])
+
+
+def _stimuli_dir(layout: BIDSLayout) -> Path | None:
+    path = Path(layout.root) / "stimuli"
+    return path if path.is_dir() else None
+
+
+def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=(), runs=(), space: str | None = None,
+                      use_derivatives: bool = False, filters: dict | None = None) -> list[BoldRun]:
+    """Find and check every BOLD run of ``subject`` that matches the selection."""
+    if subject not in layout.get_subjects():
+        raise UserError(f"subject '{subject}' is not in the dataset (subjects: {', '.join(layout.get_subjects()) or 'none'})",
+                        path=layout.root, fix="Check --participant-label")
+    query: dict[str, Any] = dict(subject=subject, datatype="func", suffix="bold", extension=NIFTI)
+    for key, values in (("task", tasks), ("session", sessions), ("run", runs)):
+        if values:
+            query[key] = list(values)
+    query.update((filters or {}).get("bold", {}))
+    raw_files = layout.get(scope="raw", **query)
+    if not raw_files:
+        wanted = ", ".join(f"{k}={v}" for k, v in query.items() if k in ("task", "session", "run"))
+        raise UserError(
+            f"no BOLD runs of sub-{subject} match the selection ({wanted or 'all tasks'}; tasks in the dataset: "
+            f"{', '.join(layout.get_tasks()) or 'none'})",
+            path=layout.root,
+            fix="Check --task, --session and --run",
+        )
+    stimuli_dir = _stimuli_dir(layout)
+    found = []
+    for raw in raw_files:
+        raw_path = Path(raw.path)
+        ents = {k: v for k, v in raw.get_entities().items() if k in ("subject", "session", "task", "acquisition", "run", "direction", "echo")}
+        bold, mask, confounds, run_space = raw_path, None, None, None
+        if use_derivatives:
+            deriv = dict(ents, space=space, extension=NIFTI, scope="derivatives")
+            bold = _one(layout.get(suffix="bold", desc="preproc", **deriv), "preprocessed BOLD", raw_path)
+            if bold is None:
+                raise UserError(
+                    f"no desc-preproc BOLD in space '{space}' for this run in the derivatives",
+                    path=raw_path,
+                    fix="Check --space and --derivatives (e.g. run fMRIPrep with --output-spaces for that space)",
+                )
+            mask = _one(layout.get(suffix="mask", desc="brain", **deriv), "brain mask", raw_path)
+            confounds = _one(layout.get(suffix="timeseries", desc="confounds", scope="derivatives", extension=".tsv",
+                                        **{k: v for k, v in ents.items()}), "confounds", raw_path)
+            run_space = space
+        events = _one(layout.get(scope="raw", suffix="events", extension=".tsv", **ents), "events", raw_path)
+        if events is None:
+            raise UserError("this run has no events.tsv", path=raw_path,
+                            fix=f"Add {raw_path.name.split('_bold')[0]}_events.tsv (or a task-level events file) with onset, duration and stimulus columns")
+        modalities = tuple(stimuli_from_events(events, stimuli_dir))
+        tr = _tr(layout, bold, raw_path)
+        n_volumes = _check_header(bold, tr)
+        found.append(BoldRun(
+            subject=subject, task=ents["task"], session=ents.get("session"), run=str(ents["run"]) if "run" in ents else None,
+            bold=bold, events=events, tr=tr, n_volumes=n_volumes, space=run_space, mask=mask, confounds=confounds,
+            raw_bold=raw_path, modalities=modalities, entities=ents,
+        ))
+    return found

@@ -1,0 +1,257 @@
+"""``main()``: turn argv into a RunConfig, check inputs, build and run the workflow, commit outputs.
+
+Errors a user can cause end as one paragraph on stderr and exit status 2 (with
+the traceback only under ``-v``); the output folder is touched only after every
+input check passed, and derivatives appear only when the whole run succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+from .parser import COMMANDS, build_command_parser, build_parser
+
+log = logging.getLogger("bids_encoding")
+DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "trialtype")
+
+
+def _setup_logging(verbose: int) -> None:
+    """Our log lines on stderr; Nipype's own handler quieter unless -v (and not printed twice)."""
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S", force=True)
+    from nipype import config as nipype_config, logging as nipype_logging
+
+    level = "INFO" if verbose else "WARNING"
+    nipype_config.update_config({"logging": {"workflow_level": level, "interface_level": level, "utils_level": level}})
+    nipype_logging.update_logging(nipype_config)
+    logging.getLogger("nipype").propagate = False
+    for noisy in ("matplotlib", "PIL", "bidsschematools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point of ``bids-encoding`` and ``python -m bids_encoding``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = sum(a.count("v") for a in argv if a.startswith("-") and set(a[1:]) == {"v"}) + argv.count("--verbose")
+    try:
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv[0], argv[1:])
+        return run_app(argv)
+    except UserError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"bids-encoding: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bids-encoding: interrupted; the output folder was left as it was", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- helper commands
+
+def run_command(command: str, argv: list[str]) -> int:
+    args = build_command_parser(command).parse_args(argv)
+    _setup_logging(args.verbose)
+    if command == "plugins":
+        return list_plugins(as_json=args.json)
+    from .example import write_example_dataset
+
+    if command == "example":
+        path = write_example_dataset(args.dir, n_subjects=args.n_subjects, seed=args.seed)
+        print(f"Example dataset written to {path}")
+        return 0
+    return run_demo(args.dir, tuple(args.features or DEFAULT_DEMO_FEATURES), args.n_cpus)
+
+
+def list_plugins(as_json: bool = False) -> int:
+    from .plugin_manager import installed_plugins
+
+    rows = []
+    for name, entry in sorted(installed_plugins().items()):
+        rows.append({
+            "name": name, "distribution": entry.distribution, "version": entry.version, "kind": entry.kind,
+            "modality": entry.cls.modality, "description": entry.cls.description,
+            "options": {k: {"default": o.default, "help": o.help} for k, o in entry.cls.options.items()},
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("No plugins installed. Install one, e.g. pip install bids-encoding-lexical")
+        return 0
+    for row in rows:
+        print(f"{row['name']:<14} {row['kind']:<18} {row['modality']:<7} {row['distribution']} {row['version']}")
+        if row["description"]:
+            print(f"{'':<14} {row['description']}")
+        for key, option in row["options"].items():
+            print(f"{'':<14}   {key}={option['default']!r}  {option['help']}")
+    return 0
+
+
+def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
+    """Write the example dataset, then run participant and group levels on its preprocessed derivatives."""
+    from .example import write_example_dataset
+
+    folder = Path(folder)
+    bids_dir = folder / "bids"
+    if not (bids_dir / "dataset_description.json").exists():
+        write_example_dataset(bids_dir)
+    output_dir = folder / "derivatives" / "bids-encoding"
+    common = [str(bids_dir), str(output_dir)]
+    options = ["--derivatives", str(bids_dir / "derivatives" / "fmriprep"), "--features", *features,
+               "--n-cpus", str(n_cpus), "--work-dir", str(folder / "work")]
+    for level in ("participant", "group"):
+        status = run_app(common + [level] + options)
+        if status:
+            return status
+    print(f"\nDemo finished.\n  example dataset: {bids_dir}\n  derivatives:     {output_dir}\n"
+          f"  reports:         {', '.join(str(p) for p in sorted(output_dir.glob('*.html')))}")
+    return 0
+
+
+# ---------------------------------------------------------------- the BIDS App
+
+def run_app(argv: list[str]) -> int:
+    from .config import config_from_args, parse_run_args
+
+    config = config_from_args(parse_run_args(build_parser(), argv))
+    _setup_logging(config.verbose)
+    from .bids_io import check_dataset
+
+    description = check_dataset(config.bids_dir)
+    started = time.monotonic()
+    if config.analysis_level == "participant":
+        build = _participant_workflow(config)
+    else:
+        build = _group_workflow(config)
+    n_written = _run_workflow(config, build, description)
+    log.info("%s level finished in %.1f s: %d files written under %s", config.analysis_level,
+             time.monotonic() - started, n_written, config.output_dir)
+    return 0
+
+
+def _participant_workflow(config):
+    from .bids_io import collect_bold_runs, load_layout, validate_dataset
+    from .plugin_manager import installed_plugins
+    from .workflows.participant import plan_models
+
+    if config.analysis != "encoding":
+        raise UserError(f"--analysis {config.analysis} is not available in this version", fix="Use --analysis encoding")
+    if not config.skip_bids_validation:
+        validate_dataset(config.bids_dir)
+    registry = installed_plugins()
+    if not config.features:
+        known = ", ".join(sorted(n for n, r in registry.items() if r.kind == "feature extractor")) or "none installed"
+        raise UserError("no --features given, so there is nothing to model", path=config.bids_dir,
+                        fix=f"Name at least one feature extractor with --features (installed: {known})")
+    layout = load_layout(config.bids_dir, config.derivatives)
+    subjects = list(config.participant_label) or layout.get_subjects()
+    runs = {s: collect_bold_runs(layout, s, tasks=config.task, sessions=config.session, runs=config.run,
+                                 space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
+            for s in subjects}
+    for subject_runs in runs.values():
+        plan_models(subject_runs, config.features, registry)  # every spec and task checked before anything runs
+
+    def build(stage: Path):
+        from nipype.pipeline import engine as pe
+
+        from .workflows import init_participant_wf
+
+        wf = pe.Workflow(name="bids_encoding_wf")
+        provenance = _provenance(config)
+        wf.add_nodes([init_participant_wf(config, s, r, registry, stage, provenance) for s, r in runs.items()])
+        return wf
+
+    return build
+
+
+def _group_workflow(config):
+    from .group import find_subject_maps
+
+    grouped = find_subject_maps(config.output_dir, config.participant_label, config.task)
+    if not grouped:
+        raise UserError("no participant-level maps found", path=config.output_dir,
+                        fix="Run the participant level into this OUTPUT_DIR first")
+    expected = sorted({s for maps in grouped.values() for s in maps})
+    for (task, space, desc), maps in grouped.items():
+        missing = [s for s in expected if s not in maps]
+        if missing:
+            raise UserError(f"subjects {', '.join('sub-' + m for m in missing)} have no '{desc}' map for task '{task}'",
+                            path=config.output_dir, fix="Run the participant level for them, or leave them out with --participant-label")
+
+    def build(stage: Path):
+        from .workflows.group import init_group_wf
+
+        wf = init_group_wf(grouped, stage, _provenance(config))
+        wf.name = "bids_encoding_group_wf"
+        return wf
+
+    return build
+
+
+def _provenance(config) -> dict:
+    return {"Version": __version__, "Command": "bids-encoding " + " ".join(sys.argv[1:]), "Seed": config.seed,
+            "Config": config.to_json()}
+
+
+class NodeLog:
+    """Nipype status callback: one log line per finished step, with its wall time."""
+
+    def __init__(self):
+        self.started: dict[str, float] = {}
+
+    def __call__(self, node, status: str) -> None:
+        name = node.fullname.replace("bids_encoding_wf.", "")
+        if status == "start":
+            self.started[name] = time.monotonic()
+        elif status == "end" and not name.endswith(("inputnode", "outputnode", "merge_outputs")):
+            log.info("done: %s (%.1f s)", name, time.monotonic() - self.started.pop(name, time.monotonic()))
+
+
+def _run_workflow(config, build, description) -> int:
+    """Run the workflow into a staging folder and commit it; on failure, report and leave outputs as they were."""
+    from nipype import config as nipype_config
+
+    from .derivatives import dataset_description, staging, write_json
+    from .workflows.interfaces import ERROR_DIR_VARIABLE
+
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    nipype_config.update_config({
+        "execution": {"crashdump_dir": str(config.work_dir / "crash"), "stop_on_first_crash": True,
+                      "crashfile_format": "txt", "remove_unnecessary_outputs": False, "hash_method": "content"},
+        "monitoring": {"enabled": False},
+    })
+    errors = Path(tempfile.mkdtemp(prefix="errors-", dir=config.work_dir))
+    os.environ[ERROR_DIR_VARIABLE] = str(errors)
+    try:
+        with staging(config.output_dir) as stage:
+            workflow = build(stage)
+            workflow.base_dir = str(config.work_dir)
+            try:
+                plugin_args = {"status_callback": NodeLog(), **config.nipype_plugin_args}
+                workflow.run(plugin=config.nipype_plugin, plugin_args=plugin_args)
+            except Exception as exc:
+                messages = sorted({json.loads(p.read_text())["message"] for p in errors.glob("*.json")})
+                if messages:
+                    raise UserError(" ".join(messages)) from None
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                raise UserError(
+                    f"a processing step failed ({type(exc).__name__}: {first_line})",
+                    path=config.work_dir / "crash",
+                    fix="This is likely a bug: the crash file there holds the details; please report it with that file",
+                ) from None
+            write_json(stage / "dataset_description.json", dataset_description(config.bids_dir, description))
+            return sum(1 for p in stage.rglob("*") if p.is_file())
+    finally:
+        os.environ.pop(ERROR_DIR_VARIABLE, None)
+        shutil.rmtree(errors, ignore_errors=True)

@@ -1,0 +1,222 @@
+"""RunConfig: every choice of one invocation, validated once, then read-only.
+
+The CLI builds it from argv and an optional ``--config`` file; workflows and
+sidecars read it. Keys of a config file are the long option names, with dashes
+or underscores (``participant-label`` or ``participant_label``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .parser import option_dests
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_label: tuple[str, ...] = ()
+    task: tuple[str, ...] = ()
+    session: tuple[str, ...] = ()
+    run: tuple[str, ...] = ()
+    space: str = "MNI152NLin2009cAsym"
+    bids_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    derivatives: tuple[Path, ...] = ()
+    features: tuple[str, ...] = ()
+    analysis: str = "encoding"
+    hrf_model: str = "glover"
+    seed: int = 0
+    n_cpus: int = 1
+    nipype_plugin: str = "Linear"
+    nipype_plugin_args: dict[str, Any] = field(default_factory=dict)
+    skip_bids_validation: bool = False
+    verbose: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values, for provenance in sidecars."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into option destinations, rejecting unknown keys."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise UserError("the config file does not exist", path=path, fix="Check the path given to --config") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"the config file cannot be read ({reason})",
+            path=path,
+            fix="Write it as YAML or JSON mapping option names to values, e.g. 'features: [wordrate]'",
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            "the config file does not hold a mapping of option names to values",
+            path=path,
+            fix="Write one 'option: value' per line, e.g. 'features: [wordrate]'",
+        )
+    known = option_dests()
+    out = {}
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in known or dest == "config":
+            raise UserError(
+                f"the config file has an unknown key '{key}'",
+                path=path,
+                fix=f"Use the names of command-line options: {', '.join(sorted(k for k in known if k != 'config'))}",
+            )
+        out[dest] = value
+    return out
+
+
+def _as_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, int, float, Path)):
+        return (str(value),)
+    return tuple(str(v) for v in value)
+
+
+def _filters(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"the BIDS filter file is not valid JSON ({exc})", path=path,
+                        fix='Write it as {"bold": {"entity": "value"}}') from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UserError("the BIDS filter file must map query names to entity filters", path=path,
+                        fix='Write it as {"bold": {"acquisition": "mb4"}}')
+    return data
+
+
+def _plugin_args(raw: Any) -> dict[str, Any]:
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--nipype-plugin-args is not valid JSON ({exc})",
+                        fix="Give a JSON object, e.g. '{\"sbatch_args\": \"-p short\"}'") from None
+    if not isinstance(value, dict):
+        raise UserError("--nipype-plugin-args must be a JSON object", fix="e.g. '{\"n_procs\": 4}'")
+    return value
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _writes_into_input(path: Path, bids_dir: Path) -> bool:
+    """True for a folder inside the input dataset, except under its own derivatives/ (the conventional place)."""
+    return path == bids_dir or (_inside(path, bids_dir) and not _inside(path, bids_dir / "derivatives"))
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Validate the parsed options and freeze them."""
+    bids_dir = Path(args.bids_dir).resolve()
+    output_dir = Path(args.output_dir).resolve()
+    if _writes_into_input(output_dir, bids_dir):
+        raise UserError(
+            f"the output folder {output_dir} lies inside the input dataset",
+            path=bids_dir,
+            fix="bids-encoding never writes into its input: choose an OUTPUT_DIR outside it (or under its derivatives/ folder)",
+        )
+    n_cpus = int(args.n_cpus or 1)
+    if n_cpus < 1:
+        raise UserError(f"--n-cpus must be at least 1, not {n_cpus}", fix="Give a positive number of processes")
+    plugin = args.nipype_plugin or ("MultiProc" if n_cpus > 1 else "Linear")
+    plugin_args = _plugin_args(args.nipype_plugin_args)
+    if plugin == "MultiProc":
+        plugin_args.setdefault("n_procs", n_cpus)
+    work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
+    if _writes_into_input(work_dir, bids_dir):
+        raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,
+                        fix="Choose a --work-dir outside the input dataset")
+    return RunConfig(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        work_dir=work_dir,
+        participant_label=_as_tuple(args.participant_label),
+        task=_as_tuple(args.task),
+        session=_as_tuple(args.session),
+        run=_as_tuple(args.run),
+        space=str(args.space),
+        bids_filters=_filters(args.bids_filter_file),
+        derivatives=tuple(Path(d).resolve() for d in (args.derivatives or ())),
+        features=_as_tuple(args.features),
+        analysis=args.analysis,
+        hrf_model=args.hrf_model,
+        seed=int(args.seed),
+        n_cpus=n_cpus,
+        nipype_plugin=plugin,
+        nipype_plugin_args=plugin_args,
+        skip_bids_validation=bool(args.skip_bids_validation),
+        verbose=int(args.verbose or 0),
+    )
+
+
+def _config_value(action: argparse.Action, value: Any, config_file: Path) -> Any:
+    """Convert one config-file value the way argparse would convert it on the command line."""
+    many = action.nargs in ("+", "*")
+    values = value if isinstance(value, list) else [value]
+    if action.type is not None:
+        try:
+            values = [action.type(str(v)) for v in values]
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UserError(f"the value of '{action.dest}' is not valid ({exc})", path=config_file,
+                            fix="Correct that value") from None
+    if many:
+        return values
+    if len(values) != 1:
+        raise UserError(f"'{action.dest}' takes one value, not a list", path=config_file, fix="Give a single value")
+    return values[0]
+
+
+def _given_on_command_line(argv: list[str]) -> set[str]:
+    """Destinations the user set on the command line (parsed again with every default suppressed)."""
+    from .parser import build_parser
+
+    quiet = build_parser()
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse argv; a ``--config`` file fills every option not given on the command line."""
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        actions = option_dests(parser)
+        given = _given_on_command_line(argv)
+        for dest, value in read_config_file(args.config).items():
+            if dest not in given:
+                setattr(args, dest, _config_value(actions[dest], value, args.config))
+    return args
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,158 @@
+"""BIDS derivative names, sidecars and safe writing.
+
+Every output file name is built here from entities (nothing else builds a
+file name by hand). Files are written atomically (a temporary name in the same
+folder, then ``os.replace``), and a whole invocation writes into a staging
+folder that is moved into place only when everything succeeded: a failed run
+leaves the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+
+# BIDS entity order (specification, appendix "Entity table"), plus ``stat`` after desc as in BEP041/fitlins.
+ENTITY_ORDER = [
+    ("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"), ("run", "run"),
+    ("space", "space"), ("recording", "recording"), ("res", "res"), ("desc", "desc"), ("stat", "stat"),
+]
+KEY_TO_ENTITY = {key: name for name, key in ENTITY_ORDER}
+SUFFIX_DATATYPE = {"statmap": "func", "timeseries": "func", "stim": "func"}
+STATE_DIR = ".bids-encoding"
+
+
+def bids_label(*parts: str) -> str:
+    """Join parts into a BIDS label: alphanumeric only (``gpt2`` + ``L6`` -> ``gpt2L6``)."""
+    return "".join(ch for part in parts for ch in str(part) if ch.isalnum())
+
+
+def derivative_path(entities: dict[str, Any], suffix: str, extension: str, datatype: str | None = "func") -> Path:
+    """Relative path of a derivative file: ``sub-01/func/sub-01_task-x_desc-y_stat-z_statmap.nii.gz``.
+
+    Without a ``subject`` entity the file goes under ``group/``.
+    """
+    parts = [f"{key}-{bids_label(entities[name])}" for name, key in ENTITY_ORDER if entities.get(name) not in (None, "")]
+    name = "_".join(parts + [suffix]) + extension
+    if entities.get("subject"):
+        folder = Path(f"sub-{bids_label(entities['subject'])}")
+        if entities.get("session"):
+            folder /= f"ses-{bids_label(entities['session'])}"
+        return folder / (datatype or "") / name
+    return Path("group") / name
+
+
+def parse_entities(filename: str | Path) -> dict[str, str]:
+    """Entities of a file name we wrote (the inverse of :func:`derivative_path`), plus ``suffix``."""
+    stem = Path(filename).name.split(".")[0]
+    *pairs, suffix = stem.split("_")
+    out = {KEY_TO_ENTITY.get(k, k): v for k, _, v in (p.partition("-") for p in pairs)}
+    out["suffix"] = suffix
+    return out
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers, for every sidecar."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "bids-encoding": __version__}
+    for dist in ("numpy", "scipy", "scikit-learn", "nilearn", "nibabel", "nipype", "pybids"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def dataset_description(source_dataset: Path, source_description: dict) -> dict[str, Any]:
+    """dataset_description.json of the output folder (a BIDS derivative dataset)."""
+    generated_by = {"Name": "bids-encoding", "Version": __version__,
+                    "CodeURL": "https://github.com/bids-encoding/bids-encoding"}
+    image = os.environ.get("BIDS_ENCODING_CONTAINER")
+    if image:
+        generated_by["Container"] = {"Type": "docker", "Tag": image}
+    source = {"URL": Path(source_dataset).resolve().as_uri()}
+    if source_description.get("DatasetDOI"):
+        source["DOI"] = source_description["DatasetDOI"]
+    return {
+        "Name": f"bids-encoding outputs for {source_description.get('Name', Path(source_dataset).name)}",
+        "BIDSVersion": source_description.get("BIDSVersion", "1.10.0"),
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated_by],
+        "SourceDatasets": [source],
+    }
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"))
+
+
+def copy_file(source: Path, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+@contextmanager
+def staging(output_dir: Path) -> Iterator[Path]:
+    """A folder to write this invocation's outputs into; moved into ``output_dir`` only on success."""
+    output_dir = Path(output_dir)
+    stage = output_dir / STATE_DIR / f"staging-{uuid.uuid4().hex[:12]}"
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        commit(stage, output_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def commit(stage: Path, output_dir: Path) -> list[Path]:
+    """Move every staged file into the output folder (each move an atomic rename)."""
+    moved = []
+    for source in sorted(p for p in stage.rglob("*") if p.is_file()):
+        target = output_dir / source.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        moved.append(target)
+    return moved
+
+
+def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None) -> list[str]:
+    """Copy each output (``in_file``, ``entities``, ``suffix``, ``metadata``) to its BIDS name, with a sidecar.
+
+    Returns the written paths relative to ``base``.
+    """
+    written = []
+    for output in outputs:
+        source = Path(output["in_file"])
+        extension = "".join(source.suffixes)
+        relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension)
+        copy_file(source, base / relative)
+        sidecar = {**output.get("metadata", {}), "SoftwareVersions": software_versions()}
+        if provenance:
+            sidecar["bids-encoding"] = provenance
+        write_json(base / str(relative).replace(extension, ".json"), sidecar)
+        written.append(str(relative))
+    return written

@@ -1,0 +1,54 @@
+"""From event-level features to a design matrix on the TR grid.
+
+Features live at event times (one row per word, image or trial); BOLD lives on
+the TR grid. ``hrf_design`` puts each event's feature values on a fine time
+grid as a boxcar over its duration, convolves with a haemodynamic response from
+nilearn, and samples at acquisition times. Everything here is a pure function
+of arrays, so notebooks and tests use it without Nipype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nilearn.glm.first_level.hemodynamic_models import glover_hrf, spm_hrf
+from scipy.signal import fftconvolve
+
+HRF_MODELS = {"glover": glover_hrf, "spm": spm_hrf}
+
+
+def frame_times(n_scans: int, tr: float) -> np.ndarray:
+    """Acquisition times of the volumes, in seconds from the run's start (BIDS onsets' origin)."""
+    return np.arange(n_scans) * tr
+
+
+def events_on_grid(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_samples: int, dt: float) -> np.ndarray:
+    """Boxcars of height ``values`` over each event's duration (at least one sample) on a grid of step ``dt``."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(onset), -1)
+    grid = np.zeros((n_samples, values.shape[1]))
+    start = np.floor(np.asarray(onset) / dt).astype(int)
+    stop = np.maximum(start + 1, np.ceil((np.asarray(onset) + np.asarray(duration)) / dt).astype(int))
+    inside = start < n_samples
+    # a cumulative-sum trick adds every boxcar at once: +v at start, -v at stop
+    edges = np.zeros((n_samples + 1, values.shape[1]))
+    np.add.at(edges, start[inside], values[inside])
+    np.add.at(edges, np.minimum(stop[inside], n_samples), -values[inside])
+    grid[:] = np.cumsum(edges, axis=0)[:n_samples]
+    return grid
+
+
+def hrf_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,
+               hrf_model: str = "glover", oversampling: int = 16) -> np.ndarray:
+    """Convolve event features with an HRF and sample them at each volume: ``n_scans x n_features``."""
+    dt = tr / oversampling
+    n_fine = n_scans * oversampling
+    fine = events_on_grid(onset, duration, values, n_fine, dt)
+    hrf = HRF_MODELS[hrf_model](tr, oversampling=oversampling)
+    convolved = fftconvolve(fine, hrf[:, None], mode="full", axes=0)[:n_fine]
+    return convolved[::oversampling]
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Column-wise z-score; constant columns become zeros (not NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std(axis=0)
+    return np.where(sd > 0, (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)

@@ -1,0 +1,119 @@
+"""The command-line parser, following the BIDS-Apps contract.
+
+``bids-encoding BIDS_DIR OUTPUT_DIR {participant,group} [options]`` runs the
+app; three helper commands share the program name: ``plugins`` lists what is
+installed, ``example DIR`` writes the built-in example dataset and ``demo OUTDIR``
+writes it and runs the whole app on it. Nothing below this module parses argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import __version__
+
+ANALYSES = ("encoding", "decoding", "embedding")
+LEVELS = ("participant", "group")
+COMMANDS = ("plugins", "example", "demo")
+
+
+def _strip_sub(label: str) -> str:
+    return label[4:] if label.startswith("sub-") else label
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is not an existing directory")
+    return path.resolve()
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value} is not an existing file")
+    return path.resolve()
+
+
+def _absolute(value: str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The BIDS-App parser (positional BIDS_DIR OUTPUT_DIR LEVEL, then options)."""
+    parser = argparse.ArgumentParser(
+        prog="bids-encoding",
+        description=(
+            "Model-based encoding and decoding of brain data on any BIDS dataset. "
+            "Other commands: 'bids-encoding plugins', 'bids-encoding example DIR', "
+            "'bids-encoding demo OUTDIR'."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_existing_dir, help="the root of the BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=_absolute, help="where derivatives and reports are written")
+    parser.add_argument("analysis_level", choices=LEVELS, help="participant: one model per subject; group: across subjects")
+    parser.add_argument("--version", action="version", version=f"bids-encoding {__version__}")
+
+    select = parser.add_argument_group("what to analyse")
+    select.add_argument("--participant-label", "--participant_label", nargs="+", type=_strip_sub, metavar="LABEL",
+                        help="subjects to analyse, with or without 'sub-' (default: all)")
+    select.add_argument("--task", nargs="+", metavar="TASK", help="tasks to analyse (default: all)")
+    select.add_argument("--session", nargs="+", metavar="SES", help="sessions to analyse (default: all)")
+    select.add_argument("--run", nargs="+", metavar="RUN", help="runs to analyse (default: all)")
+    select.add_argument("--space", metavar="SPACE", default="MNI152NLin2009cAsym",
+                        help="template space of the preprocessed data taken from --derivatives")
+    select.add_argument("--bids-filter-file", type=_existing_file, metavar="FILE",
+                        help="JSON with extra pybids filters, e.g. {\"bold\": {\"acquisition\": \"mb4\"}}")
+    select.add_argument("-d", "--derivatives", nargs="+", type=_existing_dir, metavar="DIR",
+                        help="preprocessed derivatives (e.g. fMRIPrep): desc-preproc BOLD in --space, masks, confounds")
+
+    model = parser.add_argument_group("what to compute")
+    model.add_argument("--features", action="extend", nargs="+", metavar="NAME[:key=value,...]",
+                       help="feature extractors (repeatable), e.g. wordrate gpt2:layers=6,9; see 'bids-encoding plugins'")
+    model.add_argument("--analysis", choices=ANALYSES, default="encoding", help="the kind of model to fit")
+    model.add_argument("--hrf-model", choices=("glover", "spm"), default="glover",
+                       help="haemodynamic response used to put event features on the TR grid")
+    model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
+
+    run = parser.add_argument_group("how to run")
+    run.add_argument("-w", "--work-dir", type=_absolute, metavar="DIR",
+                     help="Nipype working directory; a rerun with the same one reuses finished steps "
+                          "(default: OUTPUT_DIR/.bids-encoding/work)")
+    run.add_argument("--n-cpus", "--nprocs", type=int, default=1, metavar="N", help="processes for MultiProc")
+    run.add_argument("--nipype-plugin", metavar="NAME",
+                     help="Nipype execution plugin: Linear, MultiProc, SLURM, ... (default: Linear for 1 CPU, else MultiProc)")
+    run.add_argument("--nipype-plugin-args", metavar="JSON",
+                     help="arguments of the Nipype plugin as JSON, e.g. '{\"sbatch_args\": \"-p short\"}'")
+    run.add_argument("--config", type=Path, metavar="FILE",
+                     help="YAML or JSON file with the same keys as these options (flags given here win)")
+    run.add_argument("--skip-bids-validation", action="store_true", help="do not run bids-validator-deno on the input")
+    run.add_argument("-v", "--verbose", action="count", default=0, help="more log output; -v also shows tracebacks")
+    return parser
+
+
+def option_dests(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.Action]:
+    """The parser's options by destination name (for config files and the Boutiques descriptor)."""
+    parser = parser or build_parser()
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "version")}
+
+
+def build_command_parser(command: str) -> argparse.ArgumentParser:
+    """Parsers of the helper commands ``plugins``, ``example`` and ``demo``."""
+    parser = argparse.ArgumentParser(prog=f"bids-encoding {command}")
+    if command == "plugins":
+        parser.description = "List every installed feature extractor and brain embedder."
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    elif command == "example":
+        parser.description = "Write the built-in example dataset (simulated fMRI with a planted signal)."
+        parser.add_argument("dir", type=_absolute, help="where to write it (must be empty or absent)")
+        parser.add_argument("--n-subjects", type=int, default=2)
+        parser.add_argument("--seed", type=int, default=0)
+    elif command == "demo":
+        parser.description = "Write the example dataset and run the participant and group levels on it."
+        parser.add_argument("dir", type=_absolute, help="folder for the example dataset, derivatives and work dir")
+        parser.add_argument("--features", nargs="+", default=None, help="feature extractors to run")
+        parser.add_argument("--n-cpus", type=int, default=2)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser

@@ -1,0 +1,184 @@
+"""Everything a plugin needs from bids-encoding, in one import.
+
+Plugins import only this module; its names are the stable plugin API::
+
+    from bids_encoding.plugin_api import hookimpl, FeatureExtractor, FeatureSet, Option, Words
+
+    class WordCount(FeatureExtractor):
+        name = "wordcount"
+        modality = "text"
+        description = "One per word"
+        options = {"scale": Option(1.0, "multiply every value by this")}
+
+        def extract(self, stimuli: Words) -> FeatureSet:
+            return FeatureSet.single(stimuli, np.full((len(stimuli), 1), self.scale), ["count"])
+
+    @hookimpl
+    def register_feature_extractors(register):
+        register(WordCount)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from .hookspecs import hookimpl
+from .stimuli import MODALITIES, Images, Stimuli, Trials, Words
+
+__all__ = [
+    "hookimpl",
+    "FeatureExtractor",
+    "BrainEmbedder",
+    "FeatureSet",
+    "Option",
+    "int_list",
+    "str_list",
+    "Words",
+    "Images",
+    "Trials",
+]
+
+LABEL = re.compile(r"^[A-Za-z0-9]*$")
+
+
+def int_list(raw: str) -> list[int]:
+    """Parse ``"6,9"`` or ``"6 9"`` into ``[6, 9]``."""
+    return [int(v) for v in re.split(r"[,\s]+", str(raw).strip()) if v]
+
+
+def str_list(raw: str) -> list[str]:
+    """Parse ``"a,b"`` or ``"a b"`` into ``["a", "b"]``."""
+    return [v for v in re.split(r"[,\s]+", str(raw).strip()) if v]
+
+
+def _parse_bool(raw: str) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a plugin: its default, a help line, and how to parse it from text.
+
+    ``type`` defaults to the type of ``default`` (``str`` when the default is None).
+    """
+
+    default: Any
+    help: str = ""
+    type: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+
+    def parse(self, raw: Any) -> Any:
+        """Turn a value given on the command line or in a config file into this option's type."""
+        if not isinstance(raw, str):
+            value = raw
+        else:
+            kind = self.type or (type(self.default) if self.default is not None else str)
+            value = _parse_bool(raw) if kind is bool else kind(raw)
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, self.choices))}")
+        return value
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of a stimulus sequence: one row per event, one or more named spaces.
+
+    ``spaces`` maps a short alphanumeric label (``""`` for a single space, or e.g.
+    ``"L6"`` for a layer) to an ``n_events x n_features`` float array. The full
+    label of a space in derivative names is the extractor's name followed by this
+    label (``gpt2L6``). ``info`` holds facts for the sidecar (e.g. out-of-vocabulary
+    counts).
+    """
+
+    onset: np.ndarray
+    duration: np.ndarray
+    spaces: dict[str, np.ndarray]
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def single(cls, stimuli: Stimuli, values: np.ndarray, columns: list[str] | None = None, **info) -> "FeatureSet":
+        """A feature set with one space, aligned to ``stimuli``'s events."""
+        values = np.asarray(values, dtype=float)
+        return cls(
+            onset=np.asarray(stimuli.onset, float),
+            duration=np.asarray(stimuli.duration, float),
+            spaces={"": values},
+            columns={"": list(columns) if columns else [f"f{i}" for i in range(values.shape[1])]},
+            info=dict(info),
+        )
+
+    def check(self, n_events: int) -> None:
+        """Raise ValueError unless every space is a finite n_events x n_features array."""
+        if not self.spaces:
+            raise ValueError("the feature set has no feature space")
+        for label, values in self.spaces.items():
+            if not LABEL.match(label):
+                raise ValueError(f"space label {label!r} is not alphanumeric")
+            if values.ndim != 2 or values.shape[0] != n_events:
+                raise ValueError(f"space {label!r} has shape {values.shape}, expected ({n_events}, n_features)")
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"space {label!r} holds NaN or infinite values")
+
+
+class _Configurable:
+    """Shared by extractors and embedders: name, options, and option storage."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, **options: Any):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        for key, option in self.options.items():
+            setattr(self, key, options.get(key, option.default))
+
+    def get_options(self) -> dict[str, Any]:
+        """The options this instance runs with, defaults filled in (for sidecars and cache keys)."""
+        return {key: getattr(self, key) for key in self.options}
+
+
+class FeatureExtractor(_Configurable):
+    """Base class of a stimulus feature extractor.
+
+    Subclasses set ``name`` (lowercase alphanumeric), ``modality`` (``text``,
+    ``image`` or ``trials``), ``description``, ``options``, and implement
+    :meth:`extract`.
+    """
+
+    kind: ClassVar[str] = "feature extractor"
+    modality: ClassVar[str] = ""
+
+    def extract(self, stimuli: Stimuli) -> FeatureSet:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class BrainEmbedder(_Configurable):
+    """Base class of a brain embedder: learns latents from samples x voxels, without labels.
+
+    Follows scikit-learn's conventions: ``fit(X)`` returns self, ``transform(X)``
+    returns ``n_samples x n_latents``.
+    """
+
+    kind: ClassVar[str] = "brain embedder"
+    modality: ClassVar[str] = "brain"
+
+    def fit(self, X: np.ndarray) -> "BrainEmbedder":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def transform(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+KNOWN_MODALITIES = tuple(MODALITIES)

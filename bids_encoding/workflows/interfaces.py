@@ -1,0 +1,196 @@
+"""Nipype interfaces around the plain stage functions.
+
+Each interface only moves arguments in and file names out. When a stage
+raises a :class:`~bids_encoding.errors.UserError` inside a node (which may run
+in another process or on another machine), the message is also written to the
+folder named by ``BIDS_ENCODING_ERROR_DIR``, so the CLI can print it as one
+clear paragraph instead of Nipype's crash report.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import uuid
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from ..errors import UserError
+
+ERROR_DIR_VARIABLE = "BIDS_ENCODING_ERROR_DIR"
+
+
+def reporting_user_errors(run_interface):
+    """Decorate ``_run_interface`` so user errors reach the CLI from any process."""
+
+    @functools.wraps(run_interface)
+    def wrapper(self, runtime):
+        try:
+            return run_interface(self, runtime)
+        except UserError as exc:
+            folder = os.environ.get(ERROR_DIR_VARIABLE)
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                (Path(folder) / f"{uuid.uuid4().hex}.json").write_text(json.dumps({"message": exc.message}))
+            raise
+
+    return wrapper
+
+
+class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
+    spec = traits.Str(mandatory=True, desc="extractor name and options, e.g. wordrate or gpt2:layers=6")
+    plugin_version = traits.Str(mandatory=True, desc="so that a new plugin version invalidates cached features")
+    events_file = File(exists=True, mandatory=True)
+    stimuli_dir = traits.Str("", usedefault=True, desc="the dataset's stimuli/ folder, or empty")
+
+
+class _ExtractFeaturesOutputSpec(TraitedSpec):
+    features_file = File(exists=True)
+
+
+class ExtractFeatures(SimpleInterface):
+    """Run a feature-extractor plugin on one run's events."""
+
+    input_spec = _ExtractFeaturesInputSpec
+    output_spec = _ExtractFeaturesOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from .. import features
+
+        found, provenance = features.extract(self.inputs.spec, Path(self.inputs.events_file),
+                                             Path(self.inputs.stimuli_dir) if self.inputs.stimuli_dir else None)
+        self._results["features_file"] = str(features.save(found, provenance, Path(runtime.cwd) / "features.npz"))
+        return runtime
+
+
+class _FitEncodingInputSpec(BaseInterfaceInputSpec):
+    bold_files = InputMultiObject(File(exists=True), mandatory=True)
+    feature_files = InputMultiObject(File(exists=True), mandatory=True)
+    trs = traits.List(traits.Float, mandatory=True)
+    mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
+    hrf_model = traits.Str("glover", usedefault=True)
+
+
+class _FitEncodingOutputSpec(TraitedSpec):
+    outputs = traits.List(traits.Dict, desc="written maps: in_file, entities, metadata")
+
+
+class FitEncoding(SimpleInterface):
+    """Cross-validated ridge encoding of one task for one feature extractor."""
+
+    input_spec = _FitEncodingInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..encoding import fit_encoding
+
+        masks = [Path(m) if m else None for m in (self.inputs.mask_files or [""] * len(self.inputs.bold_files))]
+        self._results["outputs"] = fit_encoding(
+            [Path(b) for b in self.inputs.bold_files], [Path(f) for f in self.inputs.feature_files],
+            list(self.inputs.trs), Path(runtime.cwd), mask_files=masks, hrf_model=self.inputs.hrf_model,
+        )
+        return runtime
+
+
+class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
+    base_directory = traits.Str(mandatory=True, desc="the staging folder of this invocation")
+    entities = traits.Dict(mandatory=True, desc="entities shared by every output (subject, task, space)")
+    outputs = traits.List(traits.Dict, mandatory=True)
+    provenance = traits.Dict(desc="added to every sidecar under 'bids-encoding'")
+
+
+class _DerivativesSinkOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str)
+
+
+class DerivativesSink(SimpleInterface):
+    """Write outputs under their BIDS derivative names, each with its JSON sidecar."""
+
+    input_spec = _DerivativesSinkInputSpec
+    output_spec = _DerivativesSinkOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..derivatives import write_outputs
+
+        self._results["out_files"] = write_outputs(Path(self.inputs.base_directory), dict(self.inputs.entities),
+                                                   list(self.inputs.outputs), dict(self.inputs.provenance or {}))
+        return runtime
+
+
+class _SubjectReportInputSpec(BaseInterfaceInputSpec):
+    base_directory = traits.Str(mandatory=True)
+    subject = traits.Str(mandatory=True)
+    out_files = traits.List(traits.Str, mandatory=True, desc="derivative paths relative to base_directory")
+
+
+class _ReportOutputSpec(TraitedSpec):
+    report = traits.Str()
+
+
+class SubjectReport(SimpleInterface):
+    """The subject's HTML report, written beside the derivatives."""
+
+    input_spec = _SubjectReportInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..report import write_subject_report
+
+        self._results["report"] = str(write_subject_report(Path(self.inputs.base_directory), self.inputs.subject,
+                                                           list(self.inputs.out_files)))
+        return runtime
+
+
+class _GroupStatsInputSpec(BaseInterfaceInputSpec):
+    maps = traits.Dict(traits.Str, traits.Str, mandatory=True, desc="subject -> participant R² map")
+    name = traits.Str(mandatory=True)
+
+
+class _GroupStatsOutputSpec(TraitedSpec):
+    outputs = traits.List(traits.Dict)
+
+
+class GroupStats(SimpleInterface):
+    """One-sample statistics across subjects of one feature space's maps."""
+
+    input_spec = _GroupStatsInputSpec
+    output_spec = _GroupStatsOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..group import group_statistics
+
+        maps = {s: Path(p) for s, p in self.inputs.maps.items()}
+        self._results["outputs"] = group_statistics(maps, Path(runtime.cwd), self.inputs.name)
+        return runtime
+
+
+class _GroupReportInputSpec(BaseInterfaceInputSpec):
+    base_directory = traits.Str(mandatory=True)
+    out_files = traits.List(traits.Str, mandatory=True)
+    n_subjects = traits.Int(mandatory=True)
+
+
+class GroupReport(SimpleInterface):
+    """The group's HTML report."""
+
+    input_spec = _GroupReportInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..report import write_group_report
+
+        self._results["report"] = str(write_group_report(Path(self.inputs.base_directory), list(self.inputs.out_files),
+                                                         self.inputs.n_subjects))
+        return runtime

@@ -1,0 +1,117 @@
+"""The participant-level workflow: per subject and task, features -> encoding model -> derivatives.
+
+Built the way fMRIPrep builds its workflows: ``init_*_wf`` functions that return
+a Nipype workflow with an ``inputnode`` and an ``outputnode``; the graph is
+decided at build time from the runs found in the dataset, and derivatives are
+written only by sink nodes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.pipeline import engine as pe
+
+from ..bids_io import BoldRun
+from ..config import RunConfig
+from ..errors import UserError
+from ..plugin_manager import Registered, instantiate
+from .interfaces import DerivativesSink, ExtractFeatures, FitEncoding, SubjectReport
+
+
+def node_name(text: str) -> str:
+    """A valid Nipype node name from any text."""
+    return re.sub(r"\W+", "_", text).strip("_") or "node"
+
+
+def init_encoding_wf(spec: str, plugin: Registered, runs: list[BoldRun], stimuli_dir: Path | None,
+                     hrf_model: str, name: str) -> pe.Workflow:
+    """Features of every run for one extractor, then one cross-validated encoding fit.
+
+    Outputs ``outputnode.outputs``: the maps written by the fit, with entities and metadata.
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "trs"]), name="inputnode")
+    inputnode.inputs.events_files = [str(r.events) for r in runs]
+    inputnode.inputs.bold_files = [str(r.bold) for r in runs]
+    inputnode.inputs.mask_files = [str(r.mask) if r.mask else "" for r in runs]
+    inputnode.inputs.trs = [r.tr for r in runs]
+    outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
+
+    extract = pe.MapNode(
+        ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
+                        stimuli_dir=str(stimuli_dir or "")),
+        iterfield=["events_file"], name="extract_features",
+    )
+    fit = pe.Node(FitEncoding(hrf_model=hrf_model), name="fit_encoding")
+    wf.connect([
+        (inputnode, extract, [("events_files", "events_file")]),
+        (inputnode, fit, [("bold_files", "bold_files"), ("mask_files", "mask_files"), ("trs", "trs")]),
+        (extract, fit, [("features_file", "feature_files")]),
+        (fit, outputnode, [("outputs", "outputs")]),
+    ])
+    return wf
+
+
+def runs_by_task(runs: list[BoldRun]) -> dict[str, list[BoldRun]]:
+    grouped: dict[str, list[BoldRun]] = defaultdict(list)
+    for run in runs:
+        grouped[run.task].append(run)
+    return dict(grouped)
+
+
+def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str, Registered]) -> list[tuple[str, str, Registered]]:
+    """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality."""
+    plan = []
+    for spec in specs:
+        extractor, entry = instantiate(spec, registry)
+        tasks = []
+        for task, task_runs in runs_by_task(runs).items():
+            having = [r for r in task_runs if extractor.modality in r.modalities]
+            if having and len(having) < len(task_runs):
+                lacking = next(r for r in task_runs if extractor.modality not in r.modalities)
+                raise UserError(
+                    f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, which other runs of task "
+                    f"'{task}' have but this run's events lack",
+                    path=lacking.events, fix="Add the stimulus column to this events file, or leave the run out with --run",
+                )
+            if having:
+                tasks.append(task)
+                plan.append((task, spec, entry))
+        if not tasks:
+            raise UserError(
+                f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, but no selected run's events hold any "
+                f"(tasks: {', '.join(sorted(runs_by_task(runs)))})",
+                path=runs[0].events.parent,
+                fix="Choose features that match the events (bids-encoding plugins shows each one's modality)",
+            )
+    return plan
+
+
+def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], registry: dict[str, Registered],
+                        stage_dir: Path, provenance: dict) -> pe.Workflow:
+    """All models of one subject, their derivatives and the subject's report."""
+    wf = pe.Workflow(name=f"sub_{node_name(subject)}_wf")
+    stimuli_dir = config.bids_dir / "stimuli"
+    stimuli_dir = stimuli_dir if stimuli_dir.is_dir() else None
+    plan = plan_models(runs, config.features, registry)
+    tasks = runs_by_task(runs)
+    merge = pe.Node(Merge(len(plan)), name="merge_outputs")
+    for index, (task, spec, entry) in enumerate(plan, start=1):
+        task_runs = tasks[task]
+        model_wf = init_encoding_wf(spec, entry, task_runs, stimuli_dir, config.hrf_model,
+                                    name=node_name(f"{task}_{spec}_wf"))
+        sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance,
+                                       entities={"subject": subject, "task": task, "space": task_runs[0].space}),
+                       name=node_name(f"ds_{task}_{spec}"), run_without_submitting=True)
+        wf.connect([
+            (model_wf, sink, [("outputnode.outputs", "outputs")]),
+            (sink, merge, [("out_files", f"in{index}")]),
+        ])
+    report = pe.Node(SubjectReport(base_directory=str(stage_dir), subject=subject), name="report",
+                     run_without_submitting=True)
+    wf.connect(merge, "out", report, "out_files")
+    return wf

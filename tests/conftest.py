@@ -1,0 +1,55 @@
+"""Shared fixtures: the built-in example dataset (read-only, written once) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bids_encoding.example import write_example_dataset
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def make_read_only(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with its size and modification time: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="session")
+def example_dataset(tmp_path_factory) -> Path:
+    """The two-subject example dataset, read-only (root ignores permissions, so tests also compare snapshots)."""
+    path = write_example_dataset(tmp_path_factory.mktemp("example") / "bids")
+    make_read_only(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A one-subject example dataset to copy and break."""
+    return write_example_dataset(tmp_path_factory.mktemp("small") / "bids", n_subjects=1, seed=1)
+
+
+@pytest.fixture
+def broken_dataset(small_dataset, tmp_path) -> Path:
+    """A writable copy of the small dataset, for tests that damage it."""
+    return Path(shutil.copytree(small_dataset, tmp_path / "bids"))
+
+
+def run_cli(*args, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real program in a new process, as a user would."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bids_encoding", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)

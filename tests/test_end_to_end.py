@@ -1,0 +1,141 @@
+"""The real CLI on the built-in example dataset: planted signal recovered, BIDS-valid outputs,
+cached reruns, and the same numbers from Linear and MultiProc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_encoding.example import load_truth
+
+from .conftest import run_cli, snapshot
+
+FEATURES = ("wordrate", "wordlength", "trialtype")
+SPACE = "MNI152NLin2009cAsym"
+
+
+def statmap(out: Path, subject: str, task: str, desc: str, stat: str = "rSquare") -> Path:
+    return out / f"sub-{subject}/func/sub-{subject}_task-{task}_space-{SPACE}_desc-{desc}_stat-{stat}_statmap.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def derivatives(example_dataset, tmp_path_factory):
+    """Participant then group level, as the README's demo runs them."""
+    root = tmp_path_factory.mktemp("e2e")
+    out, work = root / "out", root / "work"
+    before = snapshot(example_dataset)
+    common = [example_dataset, out]
+    options = ["-d", example_dataset / "derivatives/fmriprep", "--features", *FEATURES, "-w", work]
+    participant = run_cli(*common, "participant", *options)
+    assert participant.returncode == 0, participant.stderr
+    group = run_cli(*common, "group", *options)
+    assert group.returncode == 0, group.stderr
+    assert snapshot(example_dataset) == before, "the input dataset was written to"
+    return out, work, participant
+
+
+@pytest.mark.parametrize("subject", ["01", "02"])
+@pytest.mark.parametrize("task,feature,planted", [("lpp", "wordrate", "wordrate"), ("lpp", "wordlength", "wordlength"),
+                                                  ("faces", "trialtype", "face")])
+def test_planted_voxels_score_clearly_higher_than_the_rest(derivatives, example_dataset, subject, task, feature, planted):
+    out, _, _ = derivatives
+    r2 = nib.load(statmap(out, subject, task, feature)).get_fdata()
+    mask = nib.load(out / f"sub-{subject}/func/sub-{subject}_task-{task}_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    truth = load_truth(example_dataset, subject, task)
+    target = truth[planted] & mask
+    rest = mask & ~np.any(list(truth.values()), axis=0)
+    assert target.sum() > 5
+    assert np.median(r2[target]) > np.percentile(r2[rest], 99)
+    assert np.median(r2[target]) > 0.05 and abs(np.median(r2[rest])) < 0.01
+
+
+def test_outputs_have_bids_names_sidecars_and_a_derivative_description(derivatives):
+    out, _, _ = derivatives
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids-encoding"
+    for stat in ("rSquare", "r", "alpha"):
+        path = statmap(out, "01", "lpp", "wordrate", stat)
+        assert path.exists()
+        sidecar = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
+        assert sidecar["Features"]["Plugin"] == {"Name": "wordrate", "Distribution": "bids-encoding-lexical",
+                                                 "Version": sidecar["Features"]["Plugin"]["Version"]}
+        assert sidecar["Model"]["CrossValidation"] == "leave-one-run-out"
+        assert "scikit-learn" in sidecar["SoftwareVersions"]
+        assert sidecar["bids-encoding"]["Seed"] == 0
+    group_t = out / f"group/task-lpp_space-{SPACE}_desc-wordrate_stat-t_statmap.nii.gz"
+    assert group_t.exists() and (out / "group.html").exists() and (out / "sub-01.html").exists()
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+    assert not [p for p in (out / ".bids-encoding").glob("staging-*")]
+
+
+def test_reports_link_only_existing_files(derivatives):
+    out, _, _ = derivatives
+    import re
+
+    for report in [out / "sub-01.html", out / "group.html"]:
+        links = re.findall(r'src="([^"]+)"', report.read_text())
+        assert links, f"{report.name} shows no figure"
+        for link in links:
+            assert not link.startswith(("/", "http")) and (out / link).is_file()
+
+
+def test_outputs_pass_the_bids_validator(derivatives):
+    out, _, _ = derivatives
+    validator = Path(sys.executable).parent / "bids-validator-deno"
+    if not validator.exists():
+        validator = shutil.which("bids-validator-deno")
+    assert validator, "bids-validator-deno is part of the test dependencies"
+    result = subprocess.run([str(validator), "--format", "json", str(out)], capture_output=True, text=True)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    errors = [i for i in issues if i["severity"] == "error"]
+    assert not errors, errors[:5]
+
+
+def test_rerun_with_the_same_work_dir_reuses_finished_nodes(derivatives, example_dataset):
+    out, work, _ = derivatives
+    results = sorted(work.rglob("result_fit_encoding.pklz")) + sorted(work.rglob("result_extract_features*.pklz"))
+    assert results
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    before = nib.load(statmap(out, "01", "lpp", "wordrate")).get_fdata()
+    again = run_cli(example_dataset, out, "participant", "-d", example_dataset / "derivatives/fmriprep",
+                    "--features", *FEATURES, "-w", work)
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps, "finished nodes ran again"
+    assert np.array_equal(nib.load(statmap(out, "01", "lpp", "wordrate")).get_fdata(), before)
+
+
+def test_multiproc_gives_the_same_maps_as_linear(derivatives, example_dataset, tmp_path):
+    out, _, _ = derivatives
+    parallel = run_cli(example_dataset, tmp_path / "out", "participant", "--participant-label", "01", "--task", "lpp",
+                       "-d", example_dataset / "derivatives/fmriprep", "--features", "wordrate", "wordlength",
+                       "--nipype-plugin", "MultiProc", "--n-cpus", "2", "-w", tmp_path / "work")
+    assert parallel.returncode == 0, parallel.stderr
+    for desc in ("wordrate", "wordlength"):
+        a = nib.load(statmap(out, "01", "lpp", desc)).get_fdata()
+        b = nib.load(statmap(tmp_path / "out", "01", "lpp", desc)).get_fdata()
+        assert np.allclose(a, b, atol=1e-6)
+
+
+def test_raw_bold_without_derivatives_uses_a_computed_mask(example_dataset, tmp_path):
+    result = run_cli(example_dataset, tmp_path / "out", "participant", "--participant-label", "02", "--task", "lpp",
+                     "--features", "wordrate", "--skip-bids-validation", "-w", tmp_path / "work")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "out/sub-02/func/sub-02_task-lpp_desc-wordrate_stat-rSquare_statmap.nii.gz"
+    r2 = nib.load(path).get_fdata()
+    truth = load_truth(example_dataset, "02", "lpp")["wordrate"]
+    assert np.median(r2[truth]) > np.percentile(r2[r2 != 0], 99)
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.strip().startswith("bids-encoding ")
+    help_text = run_cli("--help").stdout
+    for flag in ("--participant-label", "--bids-filter-file", "--nipype-plugin-args", "--config", "--derivatives"):
+        assert flag in help_text
