@@ -31,7 +31,8 @@ def _setup_logging(verbose: int) -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S", force=True)
     from nipype import config as nipype_config, logging as nipype_logging
 
-    level = "INFO" if verbose else "WARNING"
+    # Nipype logs a failing node's traceback at ERROR; our CLI reports the cause itself, so without -v keep it quiet
+    level = "INFO" if verbose else "CRITICAL"
     nipype_config.update_config({"logging": {"workflow_level": level, "interface_level": level, "utils_level": level}})
     nipype_logging.update_logging(nipype_config)
     logging.getLogger("nipype").propagate = False
@@ -192,7 +193,7 @@ def _group_workflow(config):
     def build(stage: Path):
         from .workflows.group import init_group_wf
 
-        wf = init_group_wf(grouped, stage, _provenance(config))
+        wf = init_group_wf(grouped, stage, _provenance(config), {"": config.output_dir.as_uri()})  # bids:: = this dataset
         wf.name = "bids_encoding_group_wf"
         return wf
 
@@ -215,20 +216,23 @@ class NodeLog:
         if status == "start":
             self.started[name] = time.monotonic()
         elif status == "end" and not name.endswith(("inputnode", "outputnode", "merge_outputs")):
-            log.info("done: %s (%.1f s)", name, time.monotonic() - self.started.pop(name, time.monotonic()))
+            started = self.started.pop(name, None)
+            log.info("done: %s%s", name, f" ({time.monotonic() - started:.1f} s)" if started else "")
 
 
 def _run_workflow(config, build, description) -> int:
     """Run the workflow into a staging folder and commit it; on failure, report and leave outputs as they were."""
     from nipype import config as nipype_config
 
-    from .derivatives import dataset_description, staging, write_json
+    from .derivatives import BIDSIGNORE, dataset_description, dataset_links, staging, write_json
     from .workflows.interfaces import ERROR_DIR_VARIABLE
 
     config.work_dir.mkdir(parents=True, exist_ok=True)
     nipype_config.update_config({
         "execution": {"crashdump_dir": str(config.work_dir / "crash"), "stop_on_first_crash": True,
-                      "crashfile_format": "txt", "remove_unnecessary_outputs": False, "hash_method": "content"},
+                      "crashfile_format": "txt", "remove_unnecessary_outputs": False, "hash_method": "content",
+                      # local plugins need no 2 s pause between polls; schedulers (SLURM, ...) keep Nipype's default
+                      "poll_sleep_duration": 0.1 if config.nipype_plugin in ("Linear", "MultiProc") else 2},
         "monitoring": {"enabled": False},
     })
     errors = Path(tempfile.mkdtemp(prefix="errors-", dir=config.work_dir))
@@ -250,7 +254,9 @@ def _run_workflow(config, build, description) -> int:
                     path=config.work_dir / "crash",
                     fix="This is likely a bug: the crash file there holds the details; please report it with that file",
                 ) from None
-            write_json(stage / "dataset_description.json", dataset_description(config.bids_dir, description))
+            links = dataset_links(config.bids_dir, config.derivatives)
+            write_json(stage / "dataset_description.json", dataset_description(config.bids_dir, description, links))
+            (stage / ".bidsignore").write_text(BIDSIGNORE)
             return sum(1 for p in stage.rglob("*") if p.is_file())
     finally:
         os.environ.pop(ERROR_DIR_VARIABLE, None)

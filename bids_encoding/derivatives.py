@@ -73,7 +73,35 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def dataset_description(source_dataset: Path, source_description: dict) -> dict[str, Any]:
+# Files the BIDS validator's schema does not cover yet: reports and their figures, and statistical
+# maps (BEP041 names, as fitlins writes them). The rest (masks, dataset_description) is validated.
+BIDSIGNORE = """*.html
+**/figures
+*_statmap.nii.gz
+*_statmap.json
+group
+"""
+
+
+def dataset_links(bids_dir: Path, derivatives: tuple[Path, ...] = ()) -> dict[str, str]:
+    """Names for the input datasets, used in BIDS URIs (``bids:raw:sub-01/...``)."""
+    links = {"raw": Path(bids_dir).resolve().as_uri()}
+    links.update({f"deriv{i}": Path(d).resolve().as_uri() for i, d in enumerate(derivatives)})
+    return links
+
+
+def bids_uri(path: str | Path, links: dict[str, str]) -> str:
+    """``bids:<dataset>:<relative path>`` for a file inside one of the linked datasets (the deepest match)."""
+    path = Path(path).resolve()
+    best = None
+    for name, uri in links.items():
+        root = Path(uri.removeprefix("file://"))
+        if path.is_relative_to(root) and (best is None or len(root.parts) > len(best[1].parts)):
+            best = (name, root)
+    return f"bids:{best[0]}:{path.relative_to(best[1]).as_posix()}" if best else path.as_uri()
+
+
+def dataset_description(source_dataset: Path, source_description: dict, links: dict[str, str] | None = None) -> dict[str, Any]:
     """dataset_description.json of the output folder (a BIDS derivative dataset)."""
     generated_by = {"Name": "bids-encoding", "Version": __version__,
                     "CodeURL": "https://github.com/bids-encoding/bids-encoding"}
@@ -89,6 +117,7 @@ def dataset_description(source_dataset: Path, source_description: dict) -> dict[
         "DatasetType": "derivative",
         "GeneratedBy": [generated_by],
         "SourceDatasets": [source],
+        "DatasetLinks": links or dataset_links(source_dataset),
     }
 
 
@@ -105,6 +134,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_nifti(img, path: Path) -> Path:
+    """Save an image with its spatial unit set (mm), as validators expect."""
+    img.header.set_xyzt_units("mm")
+    img.to_filename(str(path))
+    return Path(path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -139,20 +175,22 @@ def commit(stage: Path, output_dir: Path) -> list[Path]:
     return moved
 
 
-def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None) -> list[str]:
+def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None,
+                  links: dict[str, str] | None = None) -> list[str]:
     """Copy each output (``in_file``, ``entities``, ``suffix``, ``metadata``) to its BIDS name, with a sidecar.
 
-    Returns the written paths relative to ``base``.
+    ``Sources`` given as paths become BIDS URIs into ``links``. Returns the paths written, relative to ``base``.
     """
     written = []
+    provenance = {**(provenance or {}), "SoftwareVersions": software_versions()}
     for output in outputs:
         source = Path(output["in_file"])
         extension = "".join(source.suffixes)
         relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension)
         copy_file(source, base / relative)
-        sidecar = {**output.get("metadata", {}), "SoftwareVersions": software_versions()}
-        if provenance:
-            sidecar["bids-encoding"] = provenance
+        sidecar = {**output.get("metadata", {}), "bids-encoding": provenance}
+        if "Sources" in sidecar and links:
+            sidecar["Sources"] = [bids_uri(s, links) for s in sidecar["Sources"]]
         write_json(base / str(relative).replace(extension, ".json"), sidecar)
         written.append(str(relative))
     return written

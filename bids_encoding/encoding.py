@@ -16,6 +16,7 @@ import numpy as np
 from nilearn import masking, signal
 
 from . import features as feature_store
+from .derivatives import save_nifti
 from .design import hrf_design, zscore
 from .errors import UserError
 from .models.encoding import DEFAULT_ALPHAS, cross_validated_encoding
@@ -35,7 +36,7 @@ def brain_mask(bold_files: list[Path], mask_files: list[Path | None]) -> nib.Nif
 
 def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float) -> np.ndarray:
     """Masked BOLD (time x voxels), detrended and z-scored within the run; NaNs are an error."""
-    data = masking.apply_mask(str(bold_file), mask, dtype=np.float32)
+    data = masking.apply_mask(str(bold_file), mask, dtype=np.float32, ensure_finite=False)
     if not np.all(np.isfinite(data)):
         n_bad = int((~np.isfinite(data)).any(axis=0).sum())
         raise UserError(
@@ -76,7 +77,7 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
         }
         for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha)):
             path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
-            masking.unmask(values.astype(np.float32), mask).to_filename(str(path))
+            save_nifti(masking.unmask(values.astype(np.float32), mask), path)
             outputs.append({
                 "in_file": str(path),
                 "entities": {"desc": desc, "stat": stat},
@@ -84,7 +85,8 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
                              "Sources": [str(b) for b in bold_files]},
             })
     mask_path = out_dir / "desc-brain_mask.nii.gz"
-    mask.to_filename(str(mask_path))
+    save_nifti(nib.Nifti1Image(np.asarray(mask.dataobj).astype(np.uint8), mask.affine), mask_path)
     outputs.append({"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
-                    "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain"}})
+                    "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain",
+                                 "Sources": [str(m) for m in mask_files or [] if m] or [str(b) for b in bold_files]}})
     return outputs

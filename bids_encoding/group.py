@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import stats
 
-from .derivatives import parse_entities
+from .derivatives import parse_entities, save_nifti
 from .errors import UserError
 
 
@@ -60,7 +60,7 @@ def group_statistics(maps: dict[str, Path], out_dir: Path, name: str) -> list[di
         ("p", p, "one-sided p-value of that t test (uncorrected)"),
     ):
         path = Path(out_dir) / f"{name}_stat-{stat}.nii.gz"
-        nib.Nifti1Image(values.astype(np.float32), reference.affine).to_filename(str(path))
+        save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
         outputs.append({"in_file": str(path), "entities": {"stat": stat},
                         "metadata": {"Description": description, "Subjects": subjects, "NSubjects": len(subjects),
                                      "Sources": [str(maps[s]) for s in subjects]}})

@@ -25,11 +25,12 @@ def fails(capsys, bids: Path, out: Path, *options: str, level: str = "participan
     err = capsys.readouterr().err
     assert status == 2, err
     assert "Traceback" not in err
-    assert err.startswith("bids-encoding: error: ")
-    assert len(err.strip().splitlines()) == 1, err  # one paragraph
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("bids-encoding: error: "), err  # one paragraph, after any progress lines
+    assert sum(line.startswith("bids-encoding: error") for line in lines) == 1
     assert snapshot(bids) == before, "the input dataset was written to"
     assert not list(out.glob("sub-*")) and not (out / "dataset_description.json").exists()
-    return err
+    return lines[-1]
 
 
 def test_not_a_bids_dataset(tmp_path, capsys):
@@ -80,7 +81,9 @@ def test_nans_in_bold(broken_dataset, tmp_path, capsys):
     img = nib.load(bold)
     data = np.asarray(img.dataobj, dtype=np.float32)
     data[data.shape[0] // 2, data.shape[1] // 2, data.shape[2] // 2, 10] = np.nan
-    nib.Nifti1Image(data, img.affine, img.header).to_filename(bold)
+    header = img.header.copy()
+    header.set_data_dtype(np.float32)
+    nib.Nifti1Image(data, img.affine, header).to_filename(bold)
     err = fails(capsys, broken_dataset, tmp_path / "out", *DERIV, "--features", "wordrate", "--skip-bids-validation")
     assert bold.name in err and "NaN" in err
 
@@ -178,5 +181,6 @@ def test_misnamed_hook_in_an_installed_plugin_fails_at_load(small_dataset, tmp_p
 
 
 def test_verbose_shows_the_traceback(tmp_path):
-    result = run_cli(tmp_path, tmp_path / "out", "participant", "-v")
+    (tmp_path / "data").mkdir()
+    result = run_cli(tmp_path / "data", tmp_path / "out", "participant", "-v")
     assert result.returncode == 2 and "Traceback" in result.stderr and "not a BIDS dataset" in result.stderr

@@ -68,7 +68,8 @@ def test_outputs_have_bids_names_sidecars_and_a_derivative_description(derivativ
         assert sidecar["Features"]["Plugin"] == {"Name": "wordrate", "Distribution": "bids-encoding-lexical",
                                                  "Version": sidecar["Features"]["Plugin"]["Version"]}
         assert sidecar["Model"]["CrossValidation"] == "leave-one-run-out"
-        assert "scikit-learn" in sidecar["SoftwareVersions"]
+        assert "scikit-learn" in sidecar["bids-encoding"]["SoftwareVersions"]
+        assert all(source.startswith("bids:deriv0:sub-01/func/") for source in sidecar["Sources"])
         assert sidecar["bids-encoding"]["Seed"] == 0
     group_t = out / f"group/task-lpp_space-{SPACE}_desc-wordrate_stat-t_statmap.nii.gz"
     assert group_t.exists() and (out / "group.html").exists() and (out / "sub-01.html").exists()

@@ -108,6 +108,7 @@ class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
     entities = traits.Dict(mandatory=True, desc="entities shared by every output (subject, task, space)")
     outputs = traits.List(traits.Dict, mandatory=True)
     provenance = traits.Dict(desc="added to every sidecar under 'bids-encoding'")
+    dataset_links = traits.Dict(desc="dataset names for BIDS URIs in Sources")
 
 
 class _DerivativesSinkOutputSpec(TraitedSpec):
@@ -124,7 +125,8 @@ class DerivativesSink(SimpleInterface):
         from ..derivatives import write_outputs
 
         self._results["out_files"] = write_outputs(Path(self.inputs.base_directory), dict(self.inputs.entities),
-                                                   list(self.inputs.outputs), dict(self.inputs.provenance or {}))
+                                                   list(self.inputs.outputs), dict(self.inputs.provenance or {}),
+                                                   dict(self.inputs.dataset_links or {}))
         return runtime
 
 

@@ -17,6 +17,7 @@ from nipype.pipeline import engine as pe
 
 from ..bids_io import BoldRun
 from ..config import RunConfig
+from ..derivatives import dataset_links
 from ..errors import UserError
 from ..plugin_manager import Registered, instantiate
 from .interfaces import DerivativesSink, ExtractFeatures, FitEncoding, SubjectReport
@@ -95,6 +96,7 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
                         stage_dir: Path, provenance: dict) -> pe.Workflow:
     """All models of one subject, their derivatives and the subject's report."""
     wf = pe.Workflow(name=f"sub_{node_name(subject)}_wf")
+    links = dataset_links(config.bids_dir, config.derivatives)
     stimuli_dir = config.bids_dir / "stimuli"
     stimuli_dir = stimuli_dir if stimuli_dir.is_dir() else None
     plan = plan_models(runs, config.features, registry)
@@ -104,7 +106,7 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
         task_runs = tasks[task]
         model_wf = init_encoding_wf(spec, entry, task_runs, stimuli_dir, config.hrf_model,
                                     name=node_name(f"{task}_{spec}_wf"))
-        sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance,
+        sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance, dataset_links=links,
                                        entities={"subject": subject, "task": task, "space": task_runs[0].space}),
                        name=node_name(f"ds_{task}_{spec}"), run_without_submitting=True)
         wf.connect([
