@@ -215,7 +215,8 @@ class NodeLog:
         name = node.fullname.replace("bids_encoding_wf.", "")
         if status == "start":
             self.started[name] = time.monotonic()
-        elif status == "end" and not name.endswith(("inputnode", "outputnode", "merge_outputs")):
+        elif status == "end" and not name.rsplit(".", 1)[-1].startswith("_") \
+                and not name.endswith(("inputnode", "outputnode", "merge_outputs")):
             started = self.started.pop(name, None)
             log.info("done: %s%s", name, f" ({time.monotonic() - started:.1f} s)" if started else "")
 

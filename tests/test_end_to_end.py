@@ -140,3 +140,14 @@ def test_version_and_help():
     help_text = run_cli("--help").stdout
     for flag in ("--participant-label", "--bids-filter-file", "--nipype-plugin-args", "--config", "--derivatives"):
         assert flag in help_text
+
+
+def test_plugins_command_lists_name_distribution_kind_modality_and_options():
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("wordlength"))
+    assert "feature extractor" in line and "text" in line and "bids-encoding-lexical 0.1.0" in line
+    assert "unit='letters'" in result.stdout
+    listed = json.loads(run_cli("plugins", "--json").stdout)
+    trialtype = next(p for p in listed if p["name"] == "trialtype")
+    assert trialtype["modality"] == "trials" and "levels" in trialtype["options"]

@@ -1,0 +1,59 @@
+"""pybids queries on the example dataset: selection, derivatives, TR, and the checks behind clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bids_encoding.bids_io import check_dataset, collect_bold_runs, load_layout
+from bids_encoding.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def layout(example_dataset):
+    return load_layout(example_dataset, (example_dataset / "derivatives" / "fmriprep",))
+
+
+def test_raw_runs_with_events_tr_and_modalities(layout):
+    runs = collect_bold_runs(layout, "01")
+    assert sorted((r.task, r.run) for r in runs) == [("faces", "1"), ("faces", "2"), ("lpp", "1"), ("lpp", "2"), ("lpp", "3")]
+    lpp = next(r for r in runs if r.task == "lpp")
+    assert lpp.tr == 2.0 and lpp.n_volumes == 200 and lpp.modalities == ("text",)
+    assert lpp.events.name == "sub-01_task-lpp_run-1_events.tsv" and lpp.mask is None
+    faces = next(r for r in runs if r.task == "faces")
+    assert set(faces.modalities) == {"image", "trials"}
+
+
+def test_selection_by_task_run_and_filter_file(layout):
+    runs = collect_bold_runs(layout, "02", tasks=("lpp",), runs=("2", "3"))
+    assert [r.run for r in runs] == ["2", "3"]
+    runs = collect_bold_runs(layout, "02", filters={"bold": {"task": "faces", "run": 1}})
+    assert [(r.task, r.run) for r in runs] == [("faces", "1")]
+
+
+def test_preprocessed_runs_come_with_masks_and_confounds(layout):
+    runs = collect_bold_runs(layout, "01", tasks=("lpp",), space="MNI152NLin2009cAsym", use_derivatives=True)
+    assert len(runs) == 3
+    for run in runs:
+        assert "desc-preproc" in run.bold.name and run.space == "MNI152NLin2009cAsym"
+        assert run.mask is not None and "desc-brain_mask" in run.mask.name
+        assert run.confounds is not None and run.raw_bold.name.endswith("_bold.nii.gz")
+
+
+def test_a_space_without_preprocessed_data_is_explained(layout):
+    with pytest.raises(UserError, match="space 'MNI152NLin6Asym'"):
+        collect_bold_runs(layout, "01", space="MNI152NLin6Asym", use_derivatives=True)
+
+
+def test_dataset_description_checks(tmp_path):
+    with pytest.raises(UserError, match="not a BIDS dataset"):
+        check_dataset(tmp_path)
+    (tmp_path / "dataset_description.json").write_text(json.dumps({"Name": "x"}))
+    with pytest.raises(UserError, match="BIDSVersion"):
+        check_dataset(tmp_path)
+
+
+def test_derivatives_folder_must_be_a_dataset(example_dataset, tmp_path):
+    with pytest.raises(UserError, match="no dataset_description.json"):
+        load_layout(example_dataset, (tmp_path,))
