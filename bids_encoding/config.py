@@ -35,13 +35,25 @@ class RunConfig:
     derivatives: tuple[Path, ...] = ()
     features: tuple[str, ...] = ()
     analysis: str = "encoding"
+    design: str = "hrf"
     hrf_model: str = "glover"
+    delays: tuple[int, ...] = (1, 2, 3, 4)
+    trim: tuple[int, int] = (0, 0)
+    confounds: tuple[str, ...] = ()
+    confounds_mode: str = "regress"
+    backend: str = "numpy"
     seed: int = 0
     n_cpus: int = 1
     nipype_plugin: str = "Linear"
     nipype_plugin_args: dict[str, Any] = field(default_factory=dict)
     skip_bids_validation: bool = False
     verbose: int = 0
+
+    def encoding_options(self) -> dict[str, Any]:
+        """The options of the encoding stage (see bids_encoding.encoding.EncodingOptions)."""
+        return {"design": self.design, "hrf_model": self.hrf_model, "delays": list(self.delays),
+                "trim": list(self.trim), "confounds": list(self.confounds), "confounds_mode": self.confounds_mode,
+                "backend": self.backend, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -144,6 +156,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             path=bids_dir,
             fix="bids-encoding never writes into its input: choose an OUTPUT_DIR outside it (or under its derivatives/ folder)",
         )
+    if min(args.trim) < 0:
+        raise UserError(f"--trim takes two non-negative numbers of volumes, not {args.trim}", fix="e.g. --trim 5 5")
     n_cpus = int(args.n_cpus or 1)
     if n_cpus < 1:
         raise UserError(f"--n-cpus must be at least 1, not {n_cpus}", fix="Give a positive number of processes")
@@ -169,7 +183,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         derivatives=tuple(Path(d).resolve() for d in (args.derivatives or ())),
         features=_as_tuple(args.features),
         analysis=args.analysis,
+        design=args.design,
         hrf_model=args.hrf_model,
+        delays=tuple(int(d) for d in args.delays),
+        trim=(int(args.trim[0]), int(args.trim[1])),
+        confounds=_as_tuple(args.confounds),
+        confounds_mode=args.confounds_mode,
+        backend=args.backend,
         seed=int(args.seed),
         n_cpus=n_cpus,
         nipype_plugin=plugin,

@@ -187,6 +187,8 @@ def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, 
         source = Path(output["in_file"])
         extension = "".join(source.suffixes)
         relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension)
+        if str(relative) in written:  # e.g. the task's brain mask, returned by every model of the task
+            continue
         copy_file(source, base / relative)
         sidecar = {**output.get("metadata", {}), "bids-encoding": provenance}
         if "Sources" in sidecar and links:

@@ -16,7 +16,7 @@ from .parser import build_parser
 IMAGE = f"bidsencoding/bids-encoding:{__version__}"
 POSITIONALS = {
     "bids_dir": ("BIDS dataset", "File", "The root of the BIDS dataset (mounted read-only)."),
-    "output_dir": ("Output folder", "File", "Where derivatives and reports are written."),
+    "output_dir": ("Output folder", "String", "Where derivatives and reports are written (created if absent)."),
     "analysis_level": ("Analysis level", "String", "participant: one model per subject; group: across subjects."),
 }
 PATH_OPTIONS = {"bids_filter_file", "derivatives", "work_dir", "config"}
@@ -46,9 +46,11 @@ def _input(action: argparse.Action) -> dict:
         entry["type"] = "String"
     if action.nargs in ("+", "*"):
         entry["list"] = True
+    elif isinstance(action.nargs, int):
+        entry.update({"list": True, "min-list-entries": action.nargs, "max-list-entries": action.nargs})
     if action.choices:
         entry["value-choices"] = list(action.choices)
-    if action.default not in (None, argparse.SUPPRESS, False):
+    if action.default is not None and action.default is not argparse.SUPPRESS:
         entry["default-value"] = action.default
     return entry
 

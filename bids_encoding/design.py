@@ -52,3 +52,39 @@ def zscore(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     sd = x.std(axis=0)
     return np.where(sd > 0, (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def lanczos_kernel(t: np.ndarray, cutoff: float, window: int = 3) -> np.ndarray:
+    """Lanczos-windowed sinc at times ``t`` (seconds) for a low-pass ``cutoff`` (Hz)."""
+    x = np.asarray(t, dtype=np.float64) * cutoff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = window * np.sin(np.pi * x) * np.sin(np.pi * x / window) / (np.pi ** 2 * x ** 2)
+    value[x == 0] = 1.0
+    value[np.abs(x) > window] = 0.0
+    return value
+
+
+def lanczos_downsample(times: np.ndarray, values: np.ndarray, n_scans: int, tr: float, window: int = 3) -> np.ndarray:
+    """Resample event features (at ``times``) to the TR grid with a Lanczos filter (voxelwise-modelling practice)."""
+    kernel = lanczos_kernel(frame_times(n_scans, tr)[:, None] - np.asarray(times)[None, :], 1.0 / tr, window)
+    return kernel @ np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+
+
+def add_delays(x: np.ndarray, delays: tuple[int, ...]) -> np.ndarray:
+    """Finite-impulse-response design: copies of ``x`` shifted later by each delay (in samples), side by side."""
+    out = []
+    for d in delays:
+        shifted = np.zeros_like(x)
+        if d >= 0:
+            shifted[d:] = x[:len(x) - d] if d else x
+        else:
+            shifted[:d] = x[-d:]
+        out.append(shifted)
+    return np.hstack(out)
+
+
+def fir_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,
+               delays: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
+    """Lanczos downsampling at each event's midpoint, then FIR delays: ``n_scans x (n_features * n_delays)``."""
+    midpoints = np.asarray(onset) + np.asarray(duration) / 2
+    return add_delays(lanczos_downsample(midpoints, values, n_scans, tr), delays)

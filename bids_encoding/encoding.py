@@ -1,29 +1,75 @@
 """The encoding stage of one task: BOLD and event features in, held-out score maps out.
 
-Loads each run's BOLD inside a brain mask, builds each run's design from the
-stored features (HRF convolution, per-run z-scoring), fits cross-validated
-ridge per feature space, and writes R², r and alpha maps as NIfTI files with
-the metadata their sidecars need. Plain function; the workflow wraps it.
+Loads each run's BOLD inside a brain mask (optionally regressing out confounds
+within the run), builds each run's design from the stored features (HRF
+convolution, or Lanczos downsampling with FIR delays), z-scores per run, trims
+run edges, and fits cross-validated ridge. ``fit_encoding`` fits one model per
+feature space; ``fit_joint_encoding`` fits one banded model over several spaces
+and splits its R² between them. Plain functions; the workflow wraps them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from nilearn import masking, signal
 
 from . import features as feature_store
 from .derivatives import save_nifti
-from .design import hrf_design, zscore
+from .design import fir_design, hrf_design, zscore
 from .errors import UserError
-from .models.encoding import DEFAULT_ALPHAS, cross_validated_encoding
+from .models.encoding import EncodingScores, cross_validated_encoding
+from .models.ridge import DEFAULT_ALPHAS
 
-STATS = {"rSquare": "held-out coefficient of determination (R²), averaged over outer folds",
-         "r": "held-out Pearson correlation between predicted and measured BOLD, averaged over outer folds",
-         "alpha": "ridge penalty chosen by inner cross-validation (geometric mean over outer folds)"}
+STATS = {
+    "rSquare": "held-out coefficient of determination (R²), averaged over outer folds",
+    "r": "held-out Pearson correlation between predicted and measured BOLD, averaged over outer folds",
+    "alpha": "ridge penalty chosen by inner cross-validation (geometric mean over outer folds)",
+    "p": "one-sided p-value of the held-out correlation (circular-shift null), uncorrected",
+    "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask",
+    "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
+}
+
+
+@dataclass(frozen=True)
+class EncodingOptions:
+    """How designs are built and models fitted (one place, recorded in every sidecar)."""
+
+    design: str = "hrf"  # "hrf" or "fir"
+    hrf_model: str = "glover"
+    delays: tuple[int, ...] = (1, 2, 3, 4)
+    trim: tuple[int, int] = (0, 0)
+    confounds: tuple[str, ...] = ()
+    confounds_mode: str = "regress"  # "regress" out of the BOLD, or fitted as their own "band"
+    backend: str = "numpy"
+    alphas: tuple[float, ...] = tuple(float(a) for a in DEFAULT_ALPHAS)
+    n_candidates: int = 12
+    chunk_size: int = 10000
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EncodingOptions":
+        values = dict(values)
+        for key in ("delays", "trim", "confounds", "alphas"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def describe(self) -> dict[str, Any]:
+        if self.design == "hrf":
+            design = f"{self.hrf_model} HRF convolution of event features (oversampling 16)"
+        else:
+            design = f"Lanczos downsampling of event features to the TR grid, FIR delays {list(self.delays)} TRs"
+        return {"Design": design + "; z-scored within each run",
+                "Trim": {"Start": self.trim[0], "End": self.trim[1]},
+                "Confounds": {"Columns": list(self.confounds), "Mode": self.confounds_mode} if self.confounds else None,
+                "Alphas": list(self.alphas), "Backend": self.backend, "Seed": self.seed}
 
 
 def brain_mask(bold_files: list[Path], mask_files: list[Path | None]) -> nib.Nifti1Image:
@@ -34,8 +80,23 @@ def brain_mask(bold_files: list[Path], mask_files: list[Path | None]) -> nib.Nif
     return masking.compute_multi_epi_mask([str(b) for b in bold_files])
 
 
-def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float) -> np.ndarray:
-    """Masked BOLD (time x voxels), detrended and z-scored within the run; NaNs are an error."""
+def read_confounds(path: Path | None, columns: tuple[str, ...], bold_file: Path) -> np.ndarray | None:
+    """The named columns of an fMRIPrep confounds TSV (n/a in the first rows, as fMRIPrep writes, become 0)."""
+    if not columns:
+        return None
+    if path is None:
+        raise UserError("--confounds was given but this run has no desc-confounds_timeseries.tsv", path=bold_file,
+                        fix="Give preprocessed data with confounds (--derivatives), or drop --confounds")
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"the confounds file has no column {', '.join(missing)} (it has e.g. {', '.join(table.columns[:8])})",
+                        path=path, fix="Name columns that exist in the confounds file")
+    return table[list(columns)].fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float, confounds: np.ndarray | None = None) -> np.ndarray:
+    """Masked BOLD (time x voxels), detrended, confounds regressed out, z-scored within the run; NaNs are an error."""
     data = masking.apply_mask(str(bold_file), mask, dtype=np.float32, ensure_finite=False)
     if not np.all(np.isfinite(data)):
         n_bad = int((~np.isfinite(data)).any(axis=0).sum())
@@ -44,49 +105,142 @@ def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float) -> np.ndarray:
             path=bold_file,
             fix="Re-run preprocessing, or give a brain mask (--derivatives with a desc-brain_mask) that excludes those voxels",
         )
-    return signal.clean(data, detrend=True, standardize="zscore_sample", filter=False, t_r=tr).astype(np.float32)
+    if confounds is not None and len(confounds) != len(data):
+        raise UserError(f"the confounds have {len(confounds)} rows but the BOLD has {len(data)} volumes", path=bold_file,
+                        fix="Use the confounds file that belongs to this run")
+    return signal.clean(data, detrend=True, standardize="zscore_sample", filter=False, t_r=tr,
+                        confounds=confounds).astype(np.float32)
 
 
-def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,
-                 mask_files: list[Path | None] | None = None, hrf_model: str = "glover",
-                 alphas: np.ndarray = DEFAULT_ALPHAS) -> list[dict[str, Any]]:
-    """Fit one model per feature space of the feature files; return the written maps with metadata."""
-    out_dir = Path(out_dir)
-    mask = brain_mask(bold_files, mask_files or [None] * len(bold_files))
-    Y_runs = [load_bold(b, mask, tr) for b, tr in zip(bold_files, trs)]
+def _trim(x: np.ndarray, trim: tuple[int, int]) -> np.ndarray:
+    return x[trim[0]:len(x) - trim[1] if trim[1] else None]
+
+
+def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions) -> np.ndarray:
+    """One run's design for one feature space, z-scored within the run."""
+    values = features.spaces[label]
+    if options.design == "fir":
+        design = fir_design(features.onset, features.duration, values, n_scans, tr, delays=options.delays)
+    else:
+        design = hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=options.hrf_model)
+    return zscore(design).astype(np.float32)
+
+
+@dataclass
+class TaskData:
+    """Everything one task's models share: mask, cleaned BOLD per run, TRs, confound designs."""
+
+    mask: nib.Nifti1Image
+    Y_runs: list[np.ndarray]
+    trs: list[float]
+    confound_runs: list[np.ndarray] | None
+    bold_files: list[Path]
+    mask_sources: list[str]
+
+
+def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | None],
+              confound_files: list[Path | None], options: EncodingOptions) -> TaskData:
+    mask = brain_mask(bold_files, mask_files)
+    confounds = [read_confounds(c, options.confounds, b) for c, b in zip(confound_files, bold_files)]
+    regress = options.confounds_mode == "regress"
+    Y_runs = [load_bold(b, mask, tr, c if regress else None) for b, tr, c in zip(bold_files, trs, confounds)]
+    confound_runs = None
+    if options.confounds and not regress:
+        confound_runs = [zscore(c).astype(np.float32) for c in confounds]
+    return TaskData(mask, Y_runs, list(trs), confound_runs, list(bold_files),
+                    [str(m) for m in mask_files if m] or [str(b) for b in bold_files])
+
+
+def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions) -> EncodingScores:
+    """Cross-validated (banded) ridge over the given feature spaces (+ confounds as a band if asked)."""
+    bands = [(name, X_runs) for name, X_runs in spaces]
+    if task.confound_runs is not None:
+        bands.append(("confounds", task.confound_runs))
+    X_runs = [_trim(np.hstack([X[i] for _, X in bands]), options.trim) for i in range(len(task.Y_runs))]
+    Y_runs = [_trim(y, options.trim) for y in task.Y_runs]
+    return cross_validated_encoding(
+        X_runs, Y_runs, bands=[X[0].shape[1] for _, X in bands], alphas=np.asarray(options.alphas),
+        backend=options.backend, chunk_size=options.chunk_size, n_candidates=options.n_candidates, seed=options.seed,
+    )
+
+
+def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict) -> list[dict[str, Any]]:
+    outputs = []
+    for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
+        path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
+        save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": desc, "stat": stat},
+                        "metadata": {"Description": STATS[stat], **metadata, "Sources": [str(b) for b in task.bold_files]}})
+    return outputs
+
+
+def _model_metadata(scores: EncodingScores, spaces: list[tuple[str, list[np.ndarray]]], task: TaskData,
+                    options: EncodingOptions) -> dict[str, Any]:
+    return {
+        "Estimator": "banded ridge (bids_encoding.models.ridge.BandedRidgeCV)" if len(spaces) > 1 or task.confound_runs
+        else "ridge with one alpha per voxel (bids_encoding.models.ridge.RidgeCV)",
+        "CrossValidation": scores.cv, "NFolds": scores.n_folds, **scores.methods, **options.describe(),
+        "FeatureSpaces": {name: int(X[0].shape[1]) for name, X in spaces},
+        "NSamples": int(sum(len(_trim(y, options.trim)) for y in task.Y_runs)),
+        "BOLDPreprocessing": "masked, linearly detrended, confounds regressed out if asked, z-scored within each run",
+    }
+
+
+def _mask_output(task: TaskData, out_dir: Path) -> dict[str, Any]:
+    mask_path = out_dir / "desc-brain_mask.nii.gz"
+    save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
+    return {"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
+            "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources}}
+
+
+def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions) -> tuple[list, dict]:
+    """Designs per feature space of one extractor's feature files (one file per run), with provenance."""
     loaded = [feature_store.load(f) for f in feature_files]
     provenance = loaded[0][1]
     extractor = provenance["Plugin"]["Name"]
-    outputs = []
+    spaces = []
     for label in loaded[0][0].spaces:
-        X_runs = [
-            zscore(hrf_design(fs.onset, fs.duration, fs.spaces[label], len(y), tr, hrf_model=hrf_model))
-            for (fs, _), y, tr in zip(loaded, Y_runs, trs)
-        ]
-        scores = cross_validated_encoding(X_runs, Y_runs, alphas=alphas)
-        desc = extractor + label
-        model = {
-            "Estimator": "sklearn.linear_model.RidgeCV(alpha_per_target=True)",
-            "Alphas": [float(a) for a in alphas],
-            "CrossValidation": scores.cv,
-            "NFolds": scores.n_folds,
-            "Design": f"{hrf_model} HRF convolution of event features, oversampling 16; per-run z-scoring",
-            "BOLDPreprocessing": "masked, linearly detrended and z-scored within each run",
-            "NFeatures": int(X_runs[0].shape[1]),
-            "NSamples": int(sum(len(y) for y in Y_runs)),
-        }
-        for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha)):
-            path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
-            save_nifti(masking.unmask(values.astype(np.float32), mask), path)
-            outputs.append({
-                "in_file": str(path),
-                "entities": {"desc": desc, "stat": stat},
-                "metadata": {"Description": STATS[stat], "FeatureSpace": desc, "Model": model, "Features": provenance,
-                             "Sources": [str(b) for b in bold_files]},
-            })
-    mask_path = out_dir / "desc-brain_mask.nii.gz"
-    save_nifti(nib.Nifti1Image(np.asarray(mask.dataobj).astype(np.uint8), mask.affine), mask_path)
-    outputs.append({"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
-                    "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain",
-                                 "Sources": [str(m) for m in mask_files or [] if m] or [str(b) for b in bold_files]}})
+        X_runs = [run_design(fs, label, len(y), tr, options) for (fs, _), y, tr in zip(loaded, task.Y_runs, task.trs)]
+        spaces.append((extractor + label, X_runs))
+    return spaces, provenance
+
+
+def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,
+                 mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
+                 options: EncodingOptions = EncodingOptions()) -> list[dict[str, Any]]:
+    """One model per feature space of one extractor; returns the written maps with their metadata."""
+    out_dir = Path(out_dir)
+    none = [None] * len(bold_files)
+    task = load_task(bold_files, trs, mask_files or none, confound_files or none, options)
+    spaces, provenance = _spaces(feature_files, task, options)
+    outputs = []
+    for name, X_runs in spaces:
+        scores = fit_spaces(task, [(name, X_runs)], options)
+        metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options),
+                    "Features": provenance}
+        outputs += _write_maps(scores, name, task, out_dir, metadata)
+    return outputs + [_mask_output(task, out_dir)]
+
+
+def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,
+                       mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
+                       options: EncodingOptions = EncodingOptions()) -> list[dict[str, Any]]:
+    """One banded model over every feature space of several extractors, with split R² per space."""
+    out_dir = Path(out_dir)
+    none = [None] * len(bold_files)
+    task = load_task(bold_files, trs, mask_files or none, confound_files or none, options)
+    spaces, provenances = [], []
+    for files in feature_files:
+        found, provenance = _spaces(files, task, options)
+        spaces += found
+        provenances.append(provenance)
+    scores = fit_spaces(task, spaces, options)
+    metadata = {"FeatureSpace": "joint", "Model": _model_metadata(scores, spaces, task, options), "Features": provenances}
+    outputs = _write_maps(scores, "joint", task, out_dir, metadata)
+    for b, (name, _) in enumerate(spaces):
+        path = out_dir / f"desc-{name}_stat-splitRSquare.nii.gz"
+        save_nifti(masking.unmask(scores.split_r2[b].astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": name, "stat": "splitRSquare"},
+                        "metadata": {"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
+                                     "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}})
     return outputs

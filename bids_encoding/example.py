@@ -20,7 +20,8 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   onset of every word;
 * ``wordlength`` - left ventral occipito-temporal sphere; an impulse at every
   word onset whose height is the word's number of letters (``[A-Za-z]`` only,
-  punctuation stripped);
+  punctuation stripped) minus the run's mean number of letters per word, so
+  that the region follows how long words are, not how many there are;
 * ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
   for ``face`` and 0.2 for ``scrambled`` trials.
 
@@ -33,11 +34,12 @@ then z-scored within the run. A voxel at distance ``d`` from a sphere's center
 (and at most ``radius_mm`` away) receives ``amplitude * noise_sd * falloff(d) *
 regressor`` with ``falloff(d) = 2 ** -(d / radius_mm) ** 2`` (1 at the center,
 0.5 at the edge). So a model of HRF-convolved, per-run z-scored word-rate,
-word-length or trial-type features recovers the planted voxels. Because every
-word has letters and the long silences dominate both regressors, ``wordlength``
-and ``wordrate`` are strongly correlated (r ~ 0.97-0.99 per run, written to
-``regressor_correlation`` in each ``*_truth.json``) even though the word rate
-varies between sentences: either model finds both spheres.
+word-length or trial-type features recovers the planted voxels. Raw letter
+counts would be almost collinear with the word rate (every word has letters,
+and the long silences dominate both: r ~ 0.97-0.99 per run); centring them
+leaves the two planted regressors nearly uncorrelated (``regressor_correlation``
+in each ``*_truth.json``), so a joint (banded) model of word rate and word
+length can attribute each sphere to its own feature space.
 
 Noise (see :data:`NOISE`), different for every subject and run: per-voxel AR(1)
 noise, slow cosine drifts, a global signal, and a small artefact of the head
@@ -122,7 +124,8 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
         Planted("wordrate", "lpp", (-57.0, -22.0, 6.0), 10.0, 0.7,
                 "impulse of height 1 at each word onset, glover HRF, z-scored per run"),
         Planted("wordlength", "lpp", (-45.0, -58.0, -12.0), 10.0, 0.7,
-                "impulse of height len(letters of the word) at each word onset, glover HRF, z-scored per run"),
+                "impulse of height letters(word) - mean letters per word in the run, at each word onset, "
+                "glover HRF, z-scored per run"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -318,7 +321,8 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int) -> np.nda
     if name == "wordrate":
         heights, durations = np.ones(len(events)), np.zeros(len(events))
     elif name == "wordlength":
-        heights, durations = events["word"].map(n_letters).to_numpy(float), np.zeros(len(events))
+        letters = events["word"].map(n_letters).to_numpy(float)
+        heights, durations = letters - letters.mean(), np.zeros(len(events))
     elif name == "face":
         heights = np.where(events["trial_type"] == "face", 1.0, 0.2)
         durations = events["duration"].to_numpy(float)

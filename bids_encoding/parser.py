@@ -73,8 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--features", action="extend", nargs="+", metavar="NAME[:key=value,...]",
                        help="feature extractors (repeatable), e.g. wordrate gpt2:layers=6,9; see 'bids-encoding plugins'")
     model.add_argument("--analysis", choices=ANALYSES, default="encoding", help="the kind of model to fit")
+    model.add_argument("--design", choices=("hrf", "fir"), default="hrf",
+                       help="event features to the TR grid: hrf = convolution with --hrf-model; "
+                            "fir = Lanczos downsampling then --delays (voxelwise-modelling practice)")
     model.add_argument("--hrf-model", choices=("glover", "spm"), default="glover",
-                       help="haemodynamic response used to put event features on the TR grid")
+                       help="haemodynamic response used by --design hrf")
+    model.add_argument("--delays", nargs="+", type=int, default=[1, 2, 3, 4], metavar="TRS",
+                       help="FIR delays in TRs used by --design fir")
+    model.add_argument("--trim", nargs=2, type=int, default=[0, 0], metavar=("START", "END"),
+                       help="volumes dropped at the start and end of every run before fitting")
+    model.add_argument("--confounds", nargs="+", metavar="COLUMN",
+                       help="columns of the derivatives' desc-confounds_timeseries.tsv, e.g. trans_x rot_z csf")
+    model.add_argument("--confounds-mode", choices=("regress", "band"), default="regress",
+                       help="regress confounds out of the BOLD within each run, or fit them as their own band")
+    model.add_argument("--backend", choices=("numpy", "torch", "torch_cuda"), default="numpy",
+                       help="array backend of the ridge solver (torch needs PyTorch; torch_cuda a GPU)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")

@@ -37,3 +37,27 @@ def test_zscore_leaves_constant_columns_at_zero():
     z = zscore(x)
     assert np.allclose(z[:, 0].mean(), 0) and np.isclose(z[:, 0].std(), 1)
     assert np.all(z[:, 1] == 0)
+
+
+def test_delays_shift_copies_later_without_wrapping():
+    x = np.arange(1.0, 6.0)[:, None]
+    from bids_encoding.design import add_delays
+
+    assert add_delays(x, (0, 2)).tolist() == [[1, 0], [2, 0], [3, 1], [4, 2], [5, 3]]
+
+
+def test_lanczos_downsampling_preserves_a_slow_signal():
+    from bids_encoding.design import lanczos_downsample
+
+    times = np.arange(0, 400, 0.25)
+    slow = np.sin(2 * np.pi * times / 100)
+    down = lanczos_downsample(times, slow, 200, 2.0)[:, 0]
+    expected = np.sin(2 * np.pi * np.arange(200) * 2.0 / 100) * 8  # 8 samples per TR are summed
+    assert np.corrcoef(down[5:-5], expected[5:-5])[0, 1] > 0.999
+
+
+def test_fir_design_shape():
+    from bids_encoding.design import fir_design
+
+    design = fir_design(np.array([1.0, 5.0]), np.array([0.5, 0.5]), np.ones((2, 3)), 20, 2.0, delays=(1, 2, 3, 4))
+    assert design.shape == (20, 12)

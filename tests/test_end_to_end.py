@@ -102,7 +102,7 @@ def test_outputs_pass_the_bids_validator(derivatives):
 
 def test_rerun_with_the_same_work_dir_reuses_finished_nodes(derivatives, example_dataset):
     out, work, _ = derivatives
-    results = sorted(work.rglob("result_fit_encoding.pklz")) + sorted(work.rglob("result_extract_features*.pklz"))
+    results = sorted(work.rglob("result_fit_*.pklz")) + sorted(work.rglob("result_extract_*.pklz"))
     assert results
     stamps = {p: p.stat().st_mtime_ns for p in results}
     before = nib.load(statmap(out, "01", "lpp", "wordrate")).get_fdata()
@@ -151,3 +151,28 @@ def test_plugins_command_lists_name_distribution_kind_modality_and_options():
     listed = json.loads(run_cli("plugins", "--json").stdout)
     trialtype = next(p for p in listed if p["name"] == "trialtype")
     assert trialtype["modality"] == "trials" and "levels" in trialtype["options"]
+
+
+@pytest.mark.parametrize("subject", ["01", "02"])
+def test_the_joint_model_splits_r2_to_the_planted_feature_space(derivatives, example_dataset, subject):
+    out, _, _ = derivatives
+    truth = load_truth(example_dataset, subject, "lpp")
+    split = {desc: nib.load(statmap(out, subject, "lpp", desc, "splitRSquare")).get_fdata() for desc in ("wordrate", "wordlength")}
+    for planted, other in (("wordrate", "wordlength"), ("wordlength", "wordrate")):
+        voxels = truth[planted]
+        assert np.median(split[planted][voxels]) > 0.05
+        assert np.median(split[planted][voxels]) > 5 * abs(np.median(split[other][voxels]))
+    joint = nib.load(statmap(out, subject, "lpp", "joint")).get_fdata()
+    assert np.allclose(joint[truth["wordrate"]], (split["wordrate"] + split["wordlength"])[truth["wordrate"]], atol=0.02)
+
+
+def test_fdr_corrected_maps_find_planted_voxels_and_little_else(derivatives, example_dataset):
+    out, _, _ = derivatives
+    q = nib.load(statmap(out, "01", "lpp", "wordrate", "q")).get_fdata()
+    mask = nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    truth = load_truth(example_dataset, "01", "lpp")["wordrate"]
+    discovered = (q < 0.05) & mask
+    assert discovered[truth].mean() > 0.5
+    assert (discovered & ~truth).sum() / max(discovered.sum(), 1) < 0.2
+    sidecar = json.loads(Path(str(statmap(out, "01", "lpp", "wordrate", "q")).replace(".nii.gz", ".json")).read_text())
+    assert "Benjamini-Hochberg" in sidecar["Model"]["Significance"]

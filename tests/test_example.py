@@ -190,7 +190,8 @@ def test_planted_signal_is_recoverable(dataset):
     img = bold(dataset, "01", "lpp", 1)
     data = np.asarray(img.dataobj, dtype=float)
     mask = data.mean(axis=3) > 0
-    for name, heights in (("wordrate", np.ones(len(ev))), ("wordlength", ev["word"].map(letters).to_numpy(float))):
+    n_letters = ev["word"].map(letters).to_numpy(float)
+    for name, heights in (("wordrate", np.ones(len(ev))), ("wordlength", n_letters - n_letters.mean())):
         x = hrf_regressor(ev["onset"].to_numpy(), heights, img.shape[3])
         voxels = data[truth[name]]
         per_voxel = correlations(x, voxels)

@@ -75,32 +75,53 @@ class ExtractFeatures(SimpleInterface):
 
 class _FitEncodingInputSpec(BaseInterfaceInputSpec):
     bold_files = InputMultiObject(File(exists=True), mandatory=True)
-    feature_files = InputMultiObject(File(exists=True), mandatory=True)
+    feature_files = traits.List(File(exists=True), mandatory=True, desc="one features file per run")
     trs = traits.List(traits.Float, mandatory=True)
     mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
-    hrf_model = traits.Str("glover", usedefault=True)
+    confound_files = traits.List(traits.Str, desc="confounds TSV per run, '' where none")
+    options = traits.Dict(desc="bids_encoding.encoding.EncodingOptions as a dict")
+
+
+class _FitJointEncodingInputSpec(_FitEncodingInputSpec):
+    feature_files = traits.List(traits.List(File(exists=True)), mandatory=True,
+                                desc="per extractor, one features file per run")
 
 
 class _FitEncodingOutputSpec(TraitedSpec):
     outputs = traits.List(traits.Dict, desc="written maps: in_file, entities, metadata")
 
 
+def _optional_paths(values, n):
+    return [Path(v) if v else None for v in (values or [""] * n)]
+
+
 class FitEncoding(SimpleInterface):
-    """Cross-validated ridge encoding of one task for one feature extractor."""
+    """Cross-validated ridge encoding of one task, one model per feature space of one extractor."""
 
     input_spec = _FitEncodingInputSpec
     output_spec = _FitEncodingOutputSpec
+    joint = False
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..encoding import fit_encoding
+        from ..encoding import EncodingOptions, fit_encoding, fit_joint_encoding
 
-        masks = [Path(m) if m else None for m in (self.inputs.mask_files or [""] * len(self.inputs.bold_files))]
-        self._results["outputs"] = fit_encoding(
-            [Path(b) for b in self.inputs.bold_files], [Path(f) for f in self.inputs.feature_files],
-            list(self.inputs.trs), Path(runtime.cwd), mask_files=masks, hrf_model=self.inputs.hrf_model,
+        n = len(self.inputs.bold_files)
+        fit = fit_joint_encoding if self.joint else fit_encoding
+        self._results["outputs"] = fit(
+            [Path(b) for b in self.inputs.bold_files], list(self.inputs.feature_files), list(self.inputs.trs),
+            Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
+            confound_files=_optional_paths(self.inputs.confound_files, n),
+            options=EncodingOptions.from_dict(self.inputs.options or {}),
         )
         return runtime
+
+
+class FitJointEncoding(FitEncoding):
+    """One banded ridge model over the feature spaces of several extractors, with split R²."""
+
+    input_spec = _FitJointEncodingInputSpec
+    joint = True
 
 
 class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):

@@ -20,7 +20,7 @@ from ..config import RunConfig
 from ..derivatives import dataset_links
 from ..errors import UserError
 from ..plugin_manager import Registered, instantiate
-from .interfaces import DerivativesSink, ExtractFeatures, FitEncoding, SubjectReport
+from .interfaces import DerivativesSink, ExtractFeatures, FitEncoding, FitJointEncoding, SubjectReport
 
 
 def node_name(text: str) -> str:
@@ -28,32 +28,51 @@ def node_name(text: str) -> str:
     return re.sub(r"\W+", "_", text).strip("_") or "node"
 
 
-def init_encoding_wf(spec: str, plugin: Registered, runs: list[BoldRun], stimuli_dir: Path | None,
-                     hrf_model: str, name: str) -> pe.Workflow:
-    """Features of every run for one extractor, then one cross-validated encoding fit.
+def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs: list[BoldRun],
+                          stimuli_dir: Path | None, options: dict, name: str) -> pe.Workflow:
+    """Features of every run for each extractor, one encoding fit per extractor, and a joint banded fit
+    of all extractors when there are several.
 
-    Outputs ``outputnode.outputs``: the maps written by the fit, with entities and metadata.
+    Outputs ``outputnode.outputs``: the maps written by the fits, with entities and metadata.
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "trs"]), name="inputnode")
+    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "confound_files", "trs"]),
+                        name="inputnode")
     inputnode.inputs.events_files = [str(r.events) for r in runs]
     inputnode.inputs.bold_files = [str(r.bold) for r in runs]
     inputnode.inputs.mask_files = [str(r.mask) if r.mask else "" for r in runs]
+    inputnode.inputs.confound_files = [str(r.confounds) if r.confounds else "" for r in runs]
     inputnode.inputs.trs = [r.tr for r in runs]
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
-
-    extract = pe.MapNode(
-        ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
-                        stimuli_dir=str(stimuli_dir or "")),
-        iterfield=["events_file"], name="extract_features",
-    )
-    fit = pe.Node(FitEncoding(hrf_model=hrf_model), name="fit_encoding")
-    wf.connect([
-        (inputnode, extract, [("events_files", "events_file")]),
-        (inputnode, fit, [("bold_files", "bold_files"), ("mask_files", "mask_files"), ("trs", "trs")]),
-        (extract, fit, [("features_file", "feature_files")]),
-        (fit, outputnode, [("outputs", "outputs")]),
-    ])
+    joint = len(models) > 1
+    n_fits = len(models) + joint
+    merge_outputs = pe.Node(Merge(n_fits), name="merge_outputs")
+    merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features") if joint else None
+    fit_inputs = [("bold_files", "bold_files"), ("mask_files", "mask_files"),
+                  ("confound_files", "confound_files"), ("trs", "trs")]
+    for index, (spec, plugin) in enumerate(models, start=1):
+        extract = pe.MapNode(
+            ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
+                            stimuli_dir=str(stimuli_dir or "")),
+            iterfield=["events_file"], name=node_name(f"extract_{spec}"),
+        )
+        fit = pe.Node(FitEncoding(options=options), name=node_name(f"fit_{spec}"))
+        wf.connect([
+            (inputnode, extract, [("events_files", "events_file")]),
+            (inputnode, fit, fit_inputs),
+            (extract, fit, [("features_file", "feature_files")]),
+            (fit, merge_outputs, [("outputs", f"in{index}")]),
+        ])
+        if joint:
+            wf.connect(extract, "features_file", merge_features, f"in{index}")
+    if joint:
+        fit_joint = pe.Node(FitJointEncoding(options=options), name="fit_joint")
+        wf.connect([
+            (inputnode, fit_joint, fit_inputs),
+            (merge_features, fit_joint, [("out", "feature_files")]),
+            (fit_joint, merge_outputs, [("outputs", f"in{n_fits}")]),
+        ])
+    wf.connect(merge_outputs, "out", outputnode, "outputs")
     return wf
 
 
@@ -101,16 +120,19 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     stimuli_dir = stimuli_dir if stimuli_dir.is_dir() else None
     plan = plan_models(runs, config.features, registry)
     tasks = runs_by_task(runs)
-    merge = pe.Node(Merge(len(plan)), name="merge_outputs")
-    for index, (task, spec, entry) in enumerate(plan, start=1):
+    by_task: dict[str, list[tuple[str, Registered]]] = defaultdict(list)
+    for task, spec, entry in plan:
+        by_task[task].append((spec, entry))
+    merge = pe.Node(Merge(len(by_task)), name="merge_outputs")
+    for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
-        model_wf = init_encoding_wf(spec, entry, task_runs, stimuli_dir, config.hrf_model,
-                                    name=node_name(f"{task}_{spec}_wf"))
+        task_wf = init_task_encoding_wf(task, models, task_runs, stimuli_dir, config.encoding_options(),
+                                        name=node_name(f"{task}_encoding_wf"))
         sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance, dataset_links=links,
                                        entities={"subject": subject, "task": task, "space": task_runs[0].space}),
-                       name=node_name(f"ds_{task}_{spec}"), run_without_submitting=True)
+                       name=node_name(f"ds_{task}"), run_without_submitting=True)
         wf.connect([
-            (model_wf, sink, [("outputnode.outputs", "outputs")]),
+            (task_wf, sink, [("outputnode.outputs", "outputs")]),
             (sink, merge, [("out_files", f"in{index}")]),
         ])
     report = pe.Node(SubjectReport(base_directory=str(stage_dir), subject=subject), name="report",

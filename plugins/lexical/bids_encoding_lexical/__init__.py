@@ -25,15 +25,21 @@ class WordLength(FeatureExtractor):
     name = "wordlength"
     modality = "text"
     description = "Length of each word"
-    options = {"unit": Option("letters", "letters (alphabetic only) or characters (after stripping punctuation)",
-                              choices=("letters", "characters"))}
+    options = {
+        "unit": Option("letters", "letters (alphabetic only) or characters (after stripping punctuation)",
+                       choices=("letters", "characters")),
+        "center": Option(True, "subtract the run's mean length, so the feature tracks how long words are rather "
+                               "than how many there are (raw lengths are nearly collinear with word rate)"),
+    }
 
     def extract(self, stimuli: Words) -> FeatureSet:
         if self.unit == "letters":
-            lengths = [sum(ch.isalpha() for ch in word) for word in stimuli.text]
+            lengths = np.array([sum(ch.isalpha() for ch in word) for word in stimuli.text], float)
         else:
-            lengths = [len(strip_punctuation(word)) for word in stimuli.text]
-        return FeatureSet.single(stimuli, np.array(lengths, float)[:, None], [f"n_{self.unit}"])
+            lengths = np.array([len(strip_punctuation(word)) for word in stimuli.text], float)
+        if self.center:
+            lengths -= lengths.mean()
+        return FeatureSet.single(stimuli, lengths[:, None], [f"n_{self.unit}"])
 
 
 class Frequency(FeatureExtractor):

@@ -14,8 +14,12 @@ def test_wordrate_is_one_per_word():
 
 
 def test_wordlength_counts_letters_or_characters():
-    assert WordLength().extract(WORDS).spaces[""].ravel().tolist() == [3, 3, 6, 5, 3]
-    assert WordLength(unit="characters").extract(WORDS).spaces[""].ravel().tolist() == [3, 3, 6, 5, 4]
+    assert WordLength(center=False).extract(WORDS).spaces[""].ravel().tolist() == [3, 3, 6, 5, 3]
+    assert WordLength(unit="characters", center=False).extract(WORDS).spaces[""].ravel().tolist() == [3, 3, 6, 5, 4]
+
+
+def test_wordlength_is_centred_by_default():
+    assert WordLength().extract(WORDS).spaces[""].ravel().tolist() == [-1, -1, 2, 1, -1]
 
 
 def test_frequency_knows_common_words_and_flags_unknown_ones():
