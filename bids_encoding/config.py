@@ -42,6 +42,7 @@ class RunConfig:
     confounds: tuple[str, ...] = ()
     confounds_mode: str = "regress"
     backend: str = "numpy"
+    atlas: Path | None = None
     seed: int = 0
     n_cpus: int = 1
     nipype_plugin: str = "Linear"
@@ -53,7 +54,7 @@ class RunConfig:
         """The options of the encoding stage (see bids_encoding.encoding.EncodingOptions)."""
         return {"design": self.design, "hrf_model": self.hrf_model, "delays": list(self.delays),
                 "trim": list(self.trim), "confounds": list(self.confounds), "confounds_mode": self.confounds_mode,
-                "backend": self.backend, "seed": self.seed}
+                "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -190,6 +191,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         confounds=_as_tuple(args.confounds),
         confounds_mode=args.confounds_mode,
         backend=args.backend,
+        atlas=Path(args.atlas).resolve() if args.atlas else None,
         seed=int(args.seed),
         n_cpus=n_cpus,
         nipype_plugin=plugin,

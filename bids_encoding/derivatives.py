@@ -79,6 +79,8 @@ BIDSIGNORE = """*.html
 **/figures
 *_statmap.nii.gz
 *_statmap.json
+*_regions.tsv
+*_regions.json
 group
 """
 

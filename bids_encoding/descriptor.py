@@ -19,7 +19,7 @@ POSITIONALS = {
     "output_dir": ("Output folder", "String", "Where derivatives and reports are written (created if absent)."),
     "analysis_level": ("Analysis level", "String", "participant: one model per subject; group: across subjects."),
 }
-PATH_OPTIONS = {"bids_filter_file", "derivatives", "work_dir", "config"}
+PATH_OPTIONS = {"bids_filter_file", "derivatives", "work_dir", "config", "atlas"}
 
 
 def _value_key(dest: str) -> str:

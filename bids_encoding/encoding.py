@@ -24,6 +24,7 @@ from .derivatives import save_nifti
 from .design import fir_design, hrf_design, zscore
 from .errors import UserError
 from .models.encoding import EncodingScores, cross_validated_encoding
+from .models.noise_ceiling import explainable_variance
 from .models.ridge import DEFAULT_ALPHAS
 
 STATS = {
@@ -33,6 +34,14 @@ STATS = {
     "p": "one-sided p-value of the held-out correlation (circular-shift null), uncorrected",
     "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask",
     "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
+    "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
+                           "of R²; bias-corrected, Schoppe et al. 2016)",
+}
+REGION_COLUMNS = {
+    "index": "label value in the atlas image", "name": "label name (from the atlas's TSV, when given)",
+    "n_voxels": "voxels of the region inside the brain mask", "mean_r2": "mean held-out R²",
+    "max_r2": "largest held-out R²", "mean_r": "mean held-out correlation",
+    "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR)",
 }
 
 
@@ -48,6 +57,7 @@ class EncodingOptions:
     confounds_mode: str = "regress"  # "regress" out of the BOLD, or fitted as their own "band"
     backend: str = "numpy"
     alphas: tuple[float, ...] = tuple(float(a) for a in DEFAULT_ALPHAS)
+    atlas: str | None = None  # label image in the data's space: a per-region summary TSV per model
     n_candidates: int = 12
     chunk_size: int = 10000
     seed: int = 0
@@ -164,8 +174,47 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
     )
 
 
-def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict) -> list[dict[str, Any]]:
+def atlas_labels(atlas: str, mask: nib.Nifti1Image) -> tuple[np.ndarray, dict[int, str]]:
+    """Atlas labels of the mask's voxels (nearest-neighbour resampled), and names from a TSV beside it."""
+    from nilearn.image import resample_to_img
+
+    path = Path(atlas)
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise UserError(f"the atlas cannot be read as NIfTI ({exc})", path=path, fix="Give a 3D label image") from None
+    labels = np.asarray(resample_to_img(img, mask, interpolation="nearest", force_resample=True,
+                                        copy_header=True).dataobj).astype(int)
+    names: dict[int, str] = {}
+    table = path.with_name(path.name.split(".")[0] + ".tsv")
+    if table.exists():
+        frame = pd.read_csv(table, sep="\t")
+        if {"index", "name"} <= set(frame.columns):
+            names = dict(zip(frame["index"].astype(int), frame["name"].astype(str)))
+    return labels[np.asarray(mask.dataobj) > 0], names
+
+
+def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
+    """One row per atlas region: size, mean and max R², mean r, fraction significant."""
+    rows = []
+    for index in sorted(set(np.unique(labels)) - {0}):
+        inside = labels == index
+        rows.append({"index": int(index), "name": names.get(int(index), f"label{index}"), "n_voxels": int(inside.sum()),
+                     "mean_r2": float(scores.r2[inside].mean()), "max_r2": float(scores.r2[inside].max()),
+                     "mean_r": float(scores.r[inside].mean()), "fraction_significant": float((scores.q[inside] < 0.05).mean())})
+    return pd.DataFrame(rows, columns=list(REGION_COLUMNS))
+
+
+def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict,
+                options: EncodingOptions) -> list[dict[str, Any]]:
     outputs = []
+    if options.atlas:
+        labels, names = atlas_labels(options.atlas, task.mask)
+        path = out_dir / f"desc-{desc}_regions.tsv"
+        region_summary(scores, labels, names).to_csv(path, sep="\t", index=False, float_format="%.6g")
+        outputs.append({"in_file": str(path), "entities": {"desc": desc}, "suffix": "regions",
+                        "metadata": {**{k: {"Description": v} for k, v in REGION_COLUMNS.items()},
+                                     "Atlas": str(options.atlas), "Model": metadata.get("Model")}})
     for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
         path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
         save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
@@ -186,11 +235,36 @@ def _model_metadata(scores: EncodingScores, spaces: list[tuple[str, list[np.ndar
     }
 
 
-def _mask_output(task: TaskData, out_dir: Path) -> dict[str, Any]:
+def repeated_runs(feature_files: list[Path], task: TaskData) -> list[list[int]]:
+    """Groups of runs that presented identical stimuli (same events and features, same length)."""
+    loaded = [feature_store.load(f)[0] for f in feature_files]
+
+    def key(i: int):
+        fs = loaded[i]
+        arrays = [fs.onset, fs.duration] + [fs.spaces[k] for k in sorted(fs.spaces)]
+        return (len(task.Y_runs[i]),) + tuple(np.round(a, 6).tobytes() for a in arrays)
+
+    groups: dict[tuple, list[int]] = {}
+    for i in range(len(loaded)):
+        groups.setdefault(key(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+    """What belongs to the task, not to one model: the brain mask, and the noise ceiling when stimuli repeat."""
     mask_path = out_dir / "desc-brain_mask.nii.gz"
     save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
-    return {"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
-            "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources}}
+    outputs = [{"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
+                "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources}}]
+    groups = repeated_runs(feature_files, task)
+    if groups:
+        ev = np.mean([explainable_variance(np.stack([task.Y_runs[i] for i in g])) for g in groups], axis=0)
+        path = out_dir / "desc-repeats_stat-explainableVariance.nii.gz"
+        save_nifti(masking.unmask(ev.astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": "repeats", "stat": "explainableVariance"},
+                        "metadata": {"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
+                                     "Sources": [str(b) for b in task.bold_files]}})
+    return outputs
 
 
 def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions) -> tuple[list, dict]:
@@ -218,8 +292,8 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
         scores = fit_spaces(task, [(name, X_runs)], options)
         metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options),
                     "Features": provenance}
-        outputs += _write_maps(scores, name, task, out_dir, metadata)
-    return outputs + [_mask_output(task, out_dir)]
+        outputs += _write_maps(scores, name, task, out_dir, metadata, options)
+    return outputs + task_outputs(task, feature_files, out_dir)
 
 
 def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,
@@ -236,7 +310,7 @@ def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], 
         provenances.append(provenance)
     scores = fit_spaces(task, spaces, options)
     metadata = {"FeatureSpace": "joint", "Model": _model_metadata(scores, spaces, task, options), "Features": provenances}
-    outputs = _write_maps(scores, "joint", task, out_dir, metadata)
+    outputs = _write_maps(scores, "joint", task, out_dir, metadata, options)
     for b, (name, _) in enumerate(spaces):
         path = out_dir / f"desc-{name}_stat-splitRSquare.nii.gz"
         save_nifti(masking.unmask(scores.split_r2[b].astype(np.float32), task.mask), path)

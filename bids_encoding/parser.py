@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="columns of the derivatives' desc-confounds_timeseries.tsv, e.g. trans_x rot_z csf")
     model.add_argument("--confounds-mode", choices=("regress", "band"), default="regress",
                        help="regress confounds out of the BOLD within each run, or fit them as their own band")
+    model.add_argument("--atlas", type=_existing_file, metavar="FILE",
+                       help="label image in the data's space (a BIDS _dseg.tsv beside it names the labels): "
+                            "a per-region summary TSV for every model")
     model.add_argument("--backend", choices=("numpy", "torch", "torch_cuda"), default="numpy",
                        help="array backend of the ridge solver (torch needs PyTorch; torch_cuda a GPU)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")

