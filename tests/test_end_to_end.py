@@ -176,3 +176,19 @@ def test_fdr_corrected_maps_find_planted_voxels_and_little_else(derivatives, exa
     assert (discovered & ~truth).sum() / max(discovered.sum(), 1) < 0.2
     sidecar = json.loads(Path(str(statmap(out, "01", "lpp", "wordrate", "q")).replace(".nii.gz", ".json")).read_text())
     assert "Benjamini-Hochberg" in sidecar["Model"]["Significance"]
+
+
+@pytest.mark.parametrize("task,desc,planted", [("lpp", "wordrate", "wordrate"), ("lpp", "wordlength", "wordlength"),
+                                               ("faces", "trialtype", "face")])
+def test_r2_ranks_planted_voxels_above_the_rest(derivatives, example_dataset, task, desc, planted):
+    """Rank agreement with the truth: the R² map sorts planted voxels above the others (AUC)."""
+    from scipy.stats import mannwhitneyu
+
+    out, _, _ = derivatives
+    r2 = nib.load(statmap(out, "01", task, desc)).get_fdata()
+    mask = nib.load(out / f"sub-01/func/sub-01_task-{task}_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    truth = load_truth(example_dataset, "01", task)
+    target = truth[planted] & mask
+    rest = mask & ~np.any(list(truth.values()), axis=0)
+    auc = mannwhitneyu(r2[target], r2[rest]).statistic / (target.sum() * rest.sum())
+    assert auc > 0.97
