@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
-PLUGINS := plugins/lexical plugins/trialtype
+PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
@@ -21,6 +21,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/bids-encoding demo $(DEMO_DIR)
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)

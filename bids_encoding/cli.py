@@ -22,7 +22,8 @@ from .errors import UserError
 from .parser import COMMANDS, build_command_parser, build_parser
 
 log = logging.getLogger("bids_encoding")
-DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "trialtype")
+# real GloVe vectors and a real pretrained language model (all-MiniLM-L6-v2), both shipped on PyPI: offline
+DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "minilm:layers=4", "trialtype")
 
 
 def _setup_logging(verbose: int) -> None:

@@ -43,7 +43,9 @@ class RunConfig:
     confounds_mode: str = "regress"
     backend: str = "numpy"
     atlas: Path | None = None
+    feature_pca: int = 0
     seed: int = 0
+    feature_cache: Path | None = None
     n_cpus: int = 1
     nipype_plugin: str = "Linear"
     nipype_plugin_args: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +56,7 @@ class RunConfig:
         """The options of the encoding stage (see bids_encoding.encoding.EncodingOptions)."""
         return {"design": self.design, "hrf_model": self.hrf_model, "delays": list(self.delays),
                 "trim": list(self.trim), "confounds": list(self.confounds), "confounds_mode": self.confounds_mode,
-                "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "seed": self.seed}
+                "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "pca": self.feature_pca, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -147,6 +149,21 @@ def _writes_into_input(path: Path, bids_dir: Path) -> bool:
     return path == bids_dir or (_inside(path, bids_dir) and not _inside(path, bids_dir / "derivatives"))
 
 
+def feature_cache_dir(given: Path | None) -> Path | None:
+    """The feature cache: the option, else $BIDS_ENCODING_CACHE, else the user's cache folder (None when unwritable)."""
+    if given:
+        return Path(given).resolve()
+    if os.environ.get("BIDS_ENCODING_CACHE"):
+        return Path(os.environ["BIDS_ENCODING_CACHE"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "bids-encoding" / "features"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder.resolve() if os.access(folder, os.W_OK) else None
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Validate the parsed options and freeze them."""
     bids_dir = Path(args.bids_dir).resolve()
@@ -166,10 +183,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     plugin_args = _plugin_args(args.nipype_plugin_args)
     if plugin == "MultiProc":
         plugin_args.setdefault("n_procs", n_cpus)
+    if int(args.feature_pca) < 0:
+        raise UserError(f"--feature-pca takes a number of components (0 for none), not {args.feature_pca}",
+                        fix="e.g. --feature-pca 20")
     work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
     if _writes_into_input(work_dir, bids_dir):
         raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,
                         fix="Choose a --work-dir outside the input dataset")
+    feature_cache = None if args.no_feature_cache else feature_cache_dir(args.feature_cache)
+    if feature_cache and _writes_into_input(feature_cache, bids_dir):
+        raise UserError(f"the feature cache {feature_cache} lies inside the input dataset", path=bids_dir,
+                        fix="Choose a --feature-cache outside the input dataset")
     return RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -192,7 +216,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         confounds_mode=args.confounds_mode,
         backend=args.backend,
         atlas=Path(args.atlas).resolve() if args.atlas else None,
+        feature_pca=int(args.feature_pca),
         seed=int(args.seed),
+        feature_cache=feature_cache,
         n_cpus=n_cpus,
         nipype_plugin=plugin,
         nipype_plugin_args=plugin_args,

@@ -9,6 +9,7 @@ leaves the output folder as it was.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -18,6 +19,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from . import __version__
 
@@ -142,6 +145,14 @@ def save_nifti(img, path: Path) -> Path:
     """Save an image with its spatial unit set (mm), as validators expect."""
     img.header.set_xyzt_units("mm")
     img.to_filename(str(path))
+    return Path(path)
+
+
+def save_tsv_gz(values, path: Path) -> Path:
+    """A headerless, tab-separated, gzipped table (BIDS ``_stim``/``_physio``), with an empty gzip header
+    (no file name, zero time) so that the same numbers always give the same bytes."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as handle:
+        np.savetxt(handle, values, fmt="%.6g", delimiter="\t")
     return Path(path)
 
 

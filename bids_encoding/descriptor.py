@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from . import __version__
+from . import parser
 from .parser import build_parser
 
 IMAGE = f"bidsencoding/bids-encoding:{__version__}"
@@ -19,7 +21,7 @@ POSITIONALS = {
     "output_dir": ("Output folder", "String", "Where derivatives and reports are written (created if absent)."),
     "analysis_level": ("Analysis level", "String", "participant: one model per subject; group: across subjects."),
 }
-PATH_OPTIONS = {"bids_filter_file", "derivatives", "work_dir", "config", "atlas"}
+PATH_TYPES = {parser._existing_dir, parser._existing_file, parser._absolute, Path}
 
 
 def _value_key(dest: str) -> str:
@@ -38,7 +40,7 @@ def _input(action: argparse.Action) -> dict:
     if isinstance(action, argparse._CountAction):
         entry["type"] = "Flag"  # -v once; -vv is for debugging by hand
         return entry
-    if dest in PATH_OPTIONS:
+    if action.type in PATH_TYPES:
         entry["type"] = "File"
     elif action.type is int:
         entry.update(type="Number", integer=True)

@@ -83,8 +83,13 @@ def add_delays(x: np.ndarray, delays: tuple[int, ...]) -> np.ndarray:
     return np.hstack(out)
 
 
+def downsample_events(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float) -> np.ndarray:
+    """Lanczos downsampling of event features placed at each event's midpoint: ``n_scans x n_features``."""
+    midpoints = np.asarray(onset) + np.asarray(duration) / 2
+    return lanczos_downsample(midpoints, values, n_scans, tr)
+
+
 def fir_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,
                delays: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
     """Lanczos downsampling at each event's midpoint, then FIR delays: ``n_scans x (n_features * n_delays)``."""
-    midpoints = np.asarray(onset) + np.asarray(duration) / 2
-    return add_delays(lanczos_downsample(midpoints, values, n_scans, tr), delays)
+    return add_delays(downsample_events(onset, duration, values, n_scans, tr), delays)

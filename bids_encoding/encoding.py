@@ -10,6 +10,7 @@ and splits its R² between them. Plain functions; the workflow wraps them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import pandas as pd
 from nilearn import masking, signal
 
 from . import features as feature_store
-from .derivatives import save_nifti
-from .design import fir_design, hrf_design, zscore
+from .derivatives import save_nifti, save_tsv_gz
+from .design import add_delays, downsample_events, hrf_design, zscore
 from .errors import UserError
 from .models.encoding import EncodingScores, cross_validated_encoding
 from .models.noise_ceiling import explainable_variance
@@ -60,6 +61,7 @@ class EncodingOptions:
     atlas: str | None = None  # label image in the data's space: a per-region summary TSV per model
     n_candidates: int = 12
     chunk_size: int = 10000
+    pca: int = 0  # principal components per feature space, fitted within each outer fold (0: none)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -126,13 +128,20 @@ def _trim(x: np.ndarray, trim: tuple[int, int]) -> np.ndarray:
     return x[trim[0]:len(x) - trim[1] if trim[1] else None]
 
 
-def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions) -> np.ndarray:
-    """One run's design for one feature space, z-scored within the run."""
+def tr_features(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float,
+                options: EncodingOptions) -> np.ndarray:
+    """One feature space of a run on the TR grid, before delays: HRF-convolved, or Lanczos-downsampled for FIR."""
     values = features.spaces[label]
     if options.design == "fir":
-        design = fir_design(features.onset, features.duration, values, n_scans, tr, delays=options.delays)
-    else:
-        design = hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=options.hrf_model)
+        return downsample_events(features.onset, features.duration, values, n_scans, tr)
+    return hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=options.hrf_model)
+
+
+def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions) -> np.ndarray:
+    """One run's design for one feature space (FIR delays added when asked), z-scored within the run."""
+    design = tr_features(features, label, n_scans, tr, options)
+    if options.design == "fir":
+        design = add_delays(design, options.delays)
     return zscore(design).astype(np.float32)
 
 
@@ -168,9 +177,12 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
         bands.append(("confounds", task.confound_runs))
     X_runs = [_trim(np.hstack([X[i] for _, X in bands]), options.trim) for i in range(len(task.Y_runs))]
     Y_runs = [_trim(y, options.trim) for y in task.Y_runs]
+    blocks = [len(options.delays) if options.design == "fir" else 1] * len(spaces)
+    blocks += [0] * (len(bands) - len(spaces))  # confounds are never reduced
     return cross_validated_encoding(
         X_runs, Y_runs, bands=[X[0].shape[1] for _, X in bands], alphas=np.asarray(options.alphas),
         backend=options.backend, chunk_size=options.chunk_size, n_candidates=options.n_candidates, seed=options.seed,
+        pca=options.pca, band_blocks=blocks,
     )
 
 
@@ -279,6 +291,33 @@ def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions)
     return spaces, provenance
 
 
+def run_entities(bold_file: Path) -> dict[str, str]:
+    """The session, acquisition and run entities of a BOLD file name (raw or fMRIPrep)."""
+    found = dict(re.findall(r"(?:^|_)(ses|acq|run)-([a-zA-Z0-9]+)", Path(bold_file).name))
+    return {"session": found.get("ses", ""), "acquisition": found.get("acq", ""), "run": found.get("run", "")}
+
+
+def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, options: EncodingOptions) -> list[dict[str, Any]]:
+    """Each run's features on the TR grid (before delays and z-scoring) as BIDS ``_stim.tsv.gz`` files."""
+    outputs = []
+    how = ("Lanczos-downsampled to the volumes' acquisition times" if options.design == "fir"
+           else f"convolved with the {options.hrf_model} HRF and sampled at the volumes' acquisition times")
+    for index, (path, y, tr, bold) in enumerate(zip(feature_files, task.Y_runs, task.trs, task.bold_files)):
+        features, provenance = feature_store.load(path)
+        extractor = provenance["Plugin"]["Name"]
+        for label, columns in features.columns.items():
+            values = tr_features(features, label, len(y), tr, options)
+            name = extractor + label
+            target = out_dir / f"run{index}_recording-{name}_stim.tsv.gz"
+            save_tsv_gz(values, target)
+            outputs.append({"in_file": str(target), "suffix": "stim",
+                            "entities": {**run_entities(bold), "recording": name, "space": ""},
+                            "metadata": {"SamplingFrequency": 1.0 / tr, "StartTime": 0.0, "Columns": list(columns),
+                                         "Description": f"features of {name}, {how}",
+                                         "Features": provenance, "Sources": [provenance.get("Events", str(bold))]}})
+    return outputs
+
+
 def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,
                  mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                  options: EncodingOptions = EncodingOptions()) -> list[dict[str, Any]]:
@@ -293,7 +332,7 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
         metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options),
                     "Features": provenance}
         outputs += _write_maps(scores, name, task, out_dir, metadata, options)
-    return outputs + task_outputs(task, feature_files, out_dir)
+    return outputs + task_outputs(task, feature_files, out_dir) + stim_outputs(feature_files, task, out_dir, options)
 
 
 def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,

@@ -22,6 +22,11 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   word onset whose height is the word's number of letters (``[A-Za-z]`` only,
   punctuation stripped) minus the run's mean number of letters per word, so
   that the region follows how long words are, not how many there are;
+* ``semantic``   - left angular gyrus sphere; an impulse at every word onset
+  whose height is the word's GloVe 6B 50d vector projected on a fixed random
+  axis (``bids_encoding/data/story_semantic.tsv``, written by
+  ``plugins/glove/tools/story_semantic_axis.py``) minus the run's mean, so that
+  only a model of word meaning (GloVe features) explains it;
 * ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
   for ``face`` and 0.2 for ``scrambled`` trials.
 
@@ -54,6 +59,7 @@ import json
 import re
 import shutil
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -126,6 +132,10 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
         Planted("wordlength", "lpp", (-45.0, -58.0, -12.0), 10.0, 0.7,
                 "impulse of height letters(word) - mean letters per word in the run, at each word onset, "
                 "glover HRF, z-scored per run"),
+        Planted("semantic", "lpp", (-45.0, -66.0, 30.0), 10.0, 0.7,
+                "impulse of height semantic(word) - its mean in the run, at each word onset, where semantic(word) is "
+                "the word's GloVe 6B 50d vector projected on a fixed random unit axis (story_semantic.tsv), "
+                "glover HRF, z-scored per run"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -190,6 +200,14 @@ def split_parts(sentences: list[list[str]], n_parts: int) -> list[list[list[str]
     cuts = [int(np.argmin(np.abs(counts - counts[-1] * k / n_parts))) + 1 for k in range(1, n_parts)]
     bounds = [0, *cuts, len(sentences)]
     return [sentences[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@lru_cache(maxsize=1)
+def semantic_values() -> dict[str, float]:
+    """Each story word's GloVe vector projected on the planted semantic axis (package data)."""
+    table = resources.files("bids_encoding").joinpath("data", "story_semantic.tsv").read_text(encoding="utf-8")
+    rows = (line.rsplit("\t", 1) for line in table.splitlines()[1:] if line)
+    return {word: float(value) for word, value in rows}
 
 
 def n_letters(word: str) -> int:
@@ -323,6 +341,9 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int) -> np.nda
     elif name == "wordlength":
         letters = events["word"].map(n_letters).to_numpy(float)
         heights, durations = letters - letters.mean(), np.zeros(len(events))
+    elif name == "semantic":
+        values = events["word"].map(semantic_values()).to_numpy(float)
+        heights, durations = values - values.mean(), np.zeros(len(events))
     elif name == "face":
         heights = np.where(events["trial_type"] == "face", 1.0, 0.2)
         durations = events["duration"].to_numpy(float)

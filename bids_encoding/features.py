@@ -1,14 +1,26 @@
-"""Run a feature-extractor plugin on a run's stimuli and store the result.
+"""Run a feature-extractor plugin on a run's stimuli, cache and store the result.
 
 This is the stage between the events of a run and the design matrix. A plugin
 that raises is reported as a user-facing error naming the plugin and its
 distribution; a plugin that returns malformed features is caught here too, not
 deep inside the model.
+
+Features are cached on disk, content-addressed: the key hashes the plugin's
+name, distribution and version, its options (plus the size and modification
+time of any file or folder an option names, so a changed vector file or model
+folder is noticed) and the stimuli themselves (onsets, words, image bytes), not
+the path of the events file. A second run, in another output or work folder,
+recomputes nothing; concurrent runs write each entry atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +29,67 @@ import numpy as np
 from .errors import UserError
 from .plugin_api import FeatureSet
 from .plugin_manager import Registered, installed_plugins, instantiate
-from .stimuli import stimuli_from_events
+from .stimuli import Stimuli, stimuli_from_events
+
+log = logging.getLogger("bids_encoding")
+CACHE_FORMAT = 1  # bump when what is stored changes
 
 
-def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: dict[str, Registered] | None = None) -> tuple[FeatureSet, dict[str, Any]]:
-    """Features of one run's events for the extractor named by ``spec``, with provenance."""
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stimulus_digest(stimuli: Stimuli) -> str:
+    """A hash of what an extractor sees: every field of the stimulus sequence, and the bytes of files it names."""
+    digest = hashlib.sha256(type(stimuli).__name__.encode())
+    for item in dataclasses.fields(stimuli):
+        if not item.compare:
+            continue
+        value = getattr(stimuli, item.name)
+        digest.update(item.name.encode())
+        if isinstance(value, np.ndarray):
+            digest.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+        else:
+            digest.update(json.dumps([_file_digest(v) if isinstance(v, Path) else v for v in value],
+                                     default=str).encode())
+    return digest.hexdigest()
+
+
+def _path_stamp(value: Any) -> Any:
+    """Size and modification time of a file or folder named by an option value, so that changing it is noticed."""
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        return None
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return [stat.st_size, stat.st_mtime_ns]
+        if path.is_dir():
+            return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in path.iterdir() if p.is_file())
+    except OSError:
+        return None
+    return None
+
+
+def cache_key(entry: Registered, options: dict[str, Any], stimuli: Stimuli) -> str:
+    """The content address of one extraction."""
+    payload = {"format": CACHE_FORMAT, "plugin": entry.provenance(), "options": options,
+               "paths": {k: _path_stamp(v) for k, v in options.items() if _path_stamp(v) is not None},
+               "stimuli": stimulus_digest(stimuli)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / key[:2] / f"{key}.npz"
+
+
+def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: dict[str, Registered] | None = None,
+            cache_dir: Path | None = None) -> tuple[FeatureSet, dict[str, Any]]:
+    """Features of one run's events for the extractor named by ``spec``, with provenance (from the cache if there)."""
     extractor, entry = instantiate(spec, registry if registry is not None else installed_plugins())
     stimuli = stimuli_from_events(events_file, stimuli_dir).get(extractor.modality)
     if stimuli is None:
@@ -30,6 +98,15 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: di
             path=events_file,
             fix="Pick features that match the task's events (bids-encoding plugins lists each one's modality), or select another --task",
         )
+    options = extractor.get_options()
+    cached = cache_path(cache_dir, cache_key(entry, options, stimuli)) if cache_dir else None
+    if cached is not None and cached.exists():
+        try:
+            features, provenance = load(cached)
+            log.info("features of %s by %s: from the cache (%s)", Path(events_file).name, entry.name, cached)
+            return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring an unreadable cache entry %s", cached)
     try:
         features = extractor.extract(stimuli)
         features.check(len(stimuli))
@@ -41,15 +118,33 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: di
             path=events_file,
             fix="Check the stimuli this events file lists and the extractor's options; if they are right, report it to the plugin's authors",
         ) from None
-    provenance = {"Plugin": entry.provenance(), "Options": extractor.get_options(), "Spec": spec, **features.info}
-    return features, provenance
+    provenance = {"Plugin": entry.provenance(), "Options": options, "Details": features.info}
+    if cached is not None:
+        _store_in_cache(features, provenance, cached)
+    return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+
+
+def _store_in_cache(features: FeatureSet, provenance: dict[str, Any], path: Path) -> None:
+    """Write a cache entry atomically (a temporary file renamed), so parallel runs never read half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(handle)
+        try:
+            save(features, provenance, Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not write the feature cache entry %s (%s); features are not cached", path, exc)
 
 
 def save(features: FeatureSet, provenance: dict[str, Any], path: Path) -> Path:
     """Store a feature set as ``.npz`` (arrays) with its provenance as JSON inside."""
     arrays = {f"space_{label}": values for label, values in features.spaces.items()}
-    np.savez(path, onset=features.onset, duration=features.duration, **arrays,
-             meta=np.array(json.dumps({"columns": features.columns, "provenance": provenance}, default=str)))
+    with open(path, "wb") as handle:  # a file object: numpy would append .npz to a name without it
+        np.savez(handle, onset=features.onset, duration=features.duration, **arrays,
+                 meta=np.array(json.dumps({"columns": features.columns, "provenance": provenance}, default=str)))
     return path
 
 

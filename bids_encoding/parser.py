@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "a per-region summary TSV for every model")
     model.add_argument("--backend", choices=("numpy", "torch", "torch_cuda"), default="numpy",
                        help="array backend of the ridge solver (torch needs PyTorch; torch_cuda a GPU)")
+    model.add_argument("--feature-pca", type=int, default=0, metavar="N",
+                       help="reduce each feature space to N principal components, fitted within each outer "
+                            "fold on the training runs' features only (0: no reduction)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")
@@ -102,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Nipype execution plugin: Linear, MultiProc, SLURM, ... (default: Linear for 1 CPU, else MultiProc)")
     run.add_argument("--nipype-plugin-args", metavar="JSON",
                      help="arguments of the Nipype plugin as JSON, e.g. '{\"sbatch_args\": \"-p short\"}'")
+    run.add_argument("--feature-cache", type=_absolute, metavar="DIR",
+                     help="where extracted features are kept and reused across runs and output folders "
+                          "(default: $BIDS_ENCODING_CACHE, else ~/.cache/bids-encoding/features)")
+    run.add_argument("--no-feature-cache", action="store_true", help="always extract features anew")
     run.add_argument("--config", type=Path, metavar="FILE",
                      help="YAML or JSON file with the same keys as these options (flags given here win)")
     run.add_argument("--skip-bids-validation", action="store_true", help="do not run bids-validator-deno on the input")

@@ -16,6 +16,10 @@ Plugins import only this module; its names are the stable plugin API::
     @hookimpl
     def register_feature_extractors(register):
         register(WordCount)
+
+A plugin raises :class:`UserError` (``problem``, ``path``, ``fix``) for input a user
+can correct (a missing model folder, an empty transcript); any other exception is
+reported as the plugin failing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .errors import UserError
 from .hookspecs import hookimpl
 from .stimuli import MODALITIES, Images, Stimuli, Trials, Words
 
@@ -37,6 +42,7 @@ __all__ = [
     "Option",
     "int_list",
     "str_list",
+    "UserError",
     "Words",
     "Images",
     "Trials",

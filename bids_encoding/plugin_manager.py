@@ -173,6 +173,8 @@ def instantiate(spec: str, registry: dict[str, Registered], kind: str = "feature
             ) from None
     try:
         return entry.cls(**values), entry
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(
             f"{kind} '{name}' from {entry.distribution} {entry.version} rejected its options ({type(exc).__name__}: {exc})",

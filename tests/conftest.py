@@ -28,6 +28,14 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory) -> Path:
+    """Tests never write into the user's cache folder: the app's default cache is a temporary one."""
+    folder = tmp_path_factory.mktemp("feature-cache")
+    os.environ["BIDS_ENCODING_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def example_dataset(tmp_path_factory) -> Path:
     """The two-subject example dataset, read-only (root ignores permissions, so tests also compare snapshots)."""

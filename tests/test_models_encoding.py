@@ -128,3 +128,34 @@ def test_mismatched_runs_are_rejected():
     X_runs, Y_runs = simulate()
     with pytest.raises(ValueError):
         cross_validated_encoding(X_runs, Y_runs[:2])
+
+
+def test_feature_pca_is_fitted_on_training_rows_and_keeps_fir_delays_aligned():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(120, 30))
+    fir = np.hstack([np.roll(features, d, axis=0) for d in (1, 2, 3)])  # three delayed copies
+    confounds = rng.normal(size=(120, 4))
+    X = np.hstack([fir, confounds])
+    train = np.arange(80)
+    reduced, widths = enc.reduce_bands(X, train, [90, 4], [3, 0], n_components=5)
+    assert widths == [15, 4] and reduced.shape == (120, 19)
+    np.testing.assert_allclose(reduced[:, 15:], confounds, rtol=1e-6)  # confounds are never reduced
+    changed = X.copy()
+    changed[80:] = rng.normal(size=(40, 94))  # whatever the test rows hold, the projection is the same
+    again, _ = enc.reduce_bands(changed, train, [90, 4], [3, 0], n_components=5)
+    np.testing.assert_allclose(again[:80], reduced[:80], rtol=1e-5, atol=1e-6)
+    # each delay block is projected with the same components: delayed copies stay delayed copies
+    np.testing.assert_allclose(reduced[5:, 5:10], np.roll(reduced[:, 0:5], 1, axis=0)[5:], atol=1e-5)
+
+
+def test_feature_pca_recovers_a_signal_living_in_the_leading_components():
+    rng = np.random.default_rng(4)
+    latent = [rng.normal(size=(150, 4)) for _ in range(3)]
+    mixing = rng.normal(size=(4, 60))
+    X_runs = [z @ mixing + 0.1 * rng.normal(size=(150, 60)) for z in latent]
+    W = rng.normal(size=(4, 20))
+    Y_runs = [z @ W + rng.normal(size=(150, 20)) for z in latent]
+    reduced = cross_validated_encoding(X_runs, Y_runs, pca=4)
+    full = cross_validated_encoding(X_runs, Y_runs)
+    assert np.median(reduced.r2) > 0.5 and np.median(reduced.r2) >= np.median(full.r2) - 0.02
+    assert "4 components" in reduced.methods["FeaturePCA"] and full.methods["FeaturePCA"] is None

@@ -106,12 +106,40 @@ def cross_validated_encoding(X_runs: list[np.ndarray], Y_runs: list[np.ndarray],
     return encode_runs(np.concatenate(X_runs), np.concatenate(Y_runs), [len(x) for x in X_runs], **options)
 
 
+def reduce_bands(X: np.ndarray, train: np.ndarray, bands: list[int], blocks: list[int],
+                 n_components: int) -> tuple[np.ndarray, list[int]]:
+    """Each band projected on its first principal components, fitted on the training rows only.
+
+    A band made of ``blocks`` delayed copies of the same features (an FIR design) is
+    reduced by one projection, fitted on its first copy and applied to every copy, so the
+    delays keep their meaning. Bands with ``blocks == 0`` (confounds) or already narrow
+    enough are left as they are.
+    """
+    reduced, widths, start = [], [], 0
+    for width, n_blocks in zip(bands, blocks):
+        band = X[:, start:start + width]
+        start += width
+        block = width // n_blocks if n_blocks else width
+        if n_blocks == 0 or block <= n_components:
+            reduced.append(band)
+            widths.append(width)
+            continue
+        first = band[train, :block].astype(np.float64)
+        mean = first.mean(axis=0)
+        components = np.linalg.svd(first - mean, full_matrices=False)[2][:n_components].T
+        reduced += [(band[:, b * block:(b + 1) * block] - mean) @ components for b in range(n_blocks)]
+        widths.append(n_components * n_blocks)
+    return np.hstack(reduced).astype(np.float32), widths
+
+
 def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: list[int] | None = None,
                 alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000, n_candidates: int = 12,
-                inner_cv: int = 5, gap: int = 5, min_shift: int = 10, seed: int = 0) -> EncodingScores:
+                inner_cv: int = 5, gap: int = 5, min_shift: int = 10, seed: int = 0, pca: int = 0,
+                band_blocks: list[int] | None = None) -> EncodingScores:
     """Outer cross-validation of (banded) ridge for every voxel (column of Y); runs are consecutive rows.
 
-    Y is read chunk by chunk and never copied whole.
+    Y is read chunk by chunk and never copied whole. With ``pca > 0`` every band is reduced
+    to that many components per delay within each outer fold (see :func:`reduce_bands`).
     """
     X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y, dtype=np.float32)
@@ -119,16 +147,19 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
         raise ValueError(f"X ({len(X)} rows), Y ({len(Y)} rows) and run lengths ({sum(run_lengths)}) disagree")
     run_of = np.repeat(np.arange(len(run_lengths)), run_lengths)
     bands = list(bands) if bands else [X.shape[1]]
-    band_of = np.repeat(np.arange(len(bands)), bands)
+    band_blocks = list(band_blocks) if band_blocks else [1] * len(bands)
     gammas = band_candidates(len(bands), n_candidates, seed)
-    scales = np.sqrt(gammas)[:, band_of]
     folds, cv = outer_folds(list(run_lengths), gap=gap)
+    X_all = X
     n_vox = Y.shape[1]
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
     log_alpha = np.zeros((len(folds), n_vox))
     split = np.zeros((len(folds), len(bands), n_vox))
     best_gammas = np.zeros((len(folds), n_vox, len(bands)))
     for f, (train, test) in enumerate(folds):
+        X, widths = reduce_bands(X_all, train, bands, band_blocks, pca) if pca else (X_all, bands)
+        band_of = np.repeat(np.arange(len(bands)), widths)
+        scales = np.sqrt(gammas)[:, band_of]
         inner = inner_folds(len(train), run_of[train], inner_cv)
         banded = len(bands) > 1
         for chunk in solve_ridge_path(X[train], Y, inner, alphas, scales, backend, chunk_size, rows=train,
@@ -161,6 +192,8 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                              f"(shifts of >= {min_shift} samples, Gaussian tail); folds combined by the Cauchy "
                              "combination test (valid under their dependence); Benjamini-Hochberg FDR"),
             "Backend": backend,
+            "FeaturePCA": (f"{pca} components per feature space (and delay), fitted within each outer fold on the "
+                           "training samples' features only") if pca else None,
         },
     )
 

@@ -51,6 +51,7 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     plugin_version = traits.Str(mandatory=True, desc="so that a new plugin version invalidates cached features")
     events_file = File(exists=True, mandatory=True)
     stimuli_dir = traits.Str("", usedefault=True, desc="the dataset's stimuli/ folder, or empty")
+    cache_dir = traits.Str("", usedefault=True, desc="the feature cache folder, or empty for none")
 
 
 class _ExtractFeaturesOutputSpec(TraitedSpec):
@@ -68,7 +69,8 @@ class ExtractFeatures(SimpleInterface):
         from .. import features
 
         found, provenance = features.extract(self.inputs.spec, Path(self.inputs.events_file),
-                                             Path(self.inputs.stimuli_dir) if self.inputs.stimuli_dir else None)
+                                             Path(self.inputs.stimuli_dir) if self.inputs.stimuli_dir else None,
+                                             cache_dir=Path(self.inputs.cache_dir) if self.inputs.cache_dir else None)
         self._results["features_file"] = str(features.save(found, provenance, Path(runtime.cwd) / "features.npz"))
         return runtime
 

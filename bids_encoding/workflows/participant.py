@@ -29,7 +29,8 @@ def node_name(text: str) -> str:
 
 
 def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs: list[BoldRun],
-                          stimuli_dir: Path | None, options: dict, name: str) -> pe.Workflow:
+                          stimuli_dir: Path | None, options: dict, name: str,
+                          feature_cache: Path | None = None) -> pe.Workflow:
     """Features of every run for each extractor, one encoding fit per extractor, and a joint banded fit
     of all extractors when there are several.
 
@@ -53,7 +54,7 @@ def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     for index, (spec, plugin) in enumerate(models, start=1):
         extract = pe.MapNode(
             ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
-                            stimuli_dir=str(stimuli_dir or "")),
+                            stimuli_dir=str(stimuli_dir or ""), cache_dir=str(feature_cache or "")),
             iterfield=["events_file"], name=node_name(f"extract_{spec}"),
         )
         fit = pe.Node(FitEncoding(options=options), name=node_name(f"fit_{spec}"))
@@ -127,7 +128,7 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
         task_wf = init_task_encoding_wf(task, models, task_runs, stimuli_dir, config.encoding_options(),
-                                        name=node_name(f"{task}_encoding_wf"))
+                                        name=node_name(f"{task}_encoding_wf"), feature_cache=config.feature_cache)
         sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance, dataset_links=links,
                                        entities={"subject": subject, "task": task, "space": task_runs[0].space}),
                        name=node_name(f"ds_{task}"), run_without_submitting=True)
