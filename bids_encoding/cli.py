@@ -145,14 +145,15 @@ def run_app(argv: list[str]) -> int:
 def _participant_workflow(config):
     from .bids_io import collect_bold_runs, load_layout, validate_dataset
     from .plugin_manager import installed_plugins
-    from .workflows.participant import plan_models
+    from .workflows.participant import decoding_tasks, plan_models
 
-    if config.analysis != "encoding":
-        raise UserError(f"--analysis {config.analysis} is not available in this version", fix="Use --analysis encoding")
+    if config.analysis == "embedding":
+        raise UserError("--analysis embedding is not available in this version",
+                        fix="Use --analysis encoding or --analysis decoding")
     if not config.skip_bids_validation:
         validate_dataset(config.bids_dir)
     registry = installed_plugins()
-    if not config.features:
+    if not config.features and config.analysis == "encoding":
         known = ", ".join(sorted(n for n, r in registry.items() if r.kind == "feature extractor")) or "none installed"
         raise UserError("no --features given, so there is nothing to model", path=config.bids_dir,
                         fix=f"Name at least one feature extractor with --features (installed: {known})")
@@ -161,8 +162,10 @@ def _participant_workflow(config):
     runs = {s: collect_bold_runs(layout, s, tasks=config.task, sessions=config.session, runs=config.run,
                                  space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
             for s in subjects}
-    for subject_runs in runs.values():
-        plan_models(subject_runs, config.features, registry)  # every spec and task checked before anything runs
+    for subject_runs in runs.values():  # every spec, task and contrast checked before anything runs
+        plan_models(subject_runs, config.features, registry, required=config.analysis == "encoding")
+        if config.analysis == "decoding":
+            decoding_tasks(subject_runs, config.decode)
 
     def build(stage: Path):
         from nipype.pipeline import engine as pe

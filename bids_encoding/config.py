@@ -44,6 +44,13 @@ class RunConfig:
     backend: str = "numpy"
     atlas: Path | None = None
     feature_pca: int = 0
+    decode: str = ""
+    responses: str = "lss"
+    classifier: str = "logistic"
+    n_permutations: int = 1000
+    searchlight_radius: float = 8.0
+    no_searchlight: bool = False
+    roi: Path | None = None
     seed: int = 0
     feature_cache: Path | None = None
     n_cpus: int = 1
@@ -57,6 +64,13 @@ class RunConfig:
         return {"design": self.design, "hrf_model": self.hrf_model, "delays": list(self.delays),
                 "trim": list(self.trim), "confounds": list(self.confounds), "confounds_mode": self.confounds_mode,
                 "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "pca": self.feature_pca, "seed": self.seed}
+
+    def decoding_options(self) -> dict[str, Any]:
+        """The options of the decoding stage (see bids_encoding.decoding.DecodingOptions)."""
+        return {"contrast": self.decode, "responses": self.responses, "classifier": self.classifier,
+                "n_permutations": self.n_permutations, "searchlight": not self.no_searchlight,
+                "radius": self.searchlight_radius, "seed": self.seed, "confounds": list(self.confounds),
+                "roi": str(self.roi) if self.roi else None}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -186,6 +200,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if int(args.feature_pca) < 0:
         raise UserError(f"--feature-pca takes a number of components (0 for none), not {args.feature_pca}",
                         fix="e.g. --feature-pca 20")
+    if args.analysis == "decoding":
+        from .decoding import parse_contrast
+
+        if not args.decode:
+            raise UserError("--analysis decoding needs a contrast to decode", fix="Add e.g. --decode trial_type=face,scrambled")
+        parse_contrast(args.decode)
+    if int(args.n_permutations) < 0 or float(args.searchlight_radius) <= 0:
+        raise UserError("--n-permutations must be >= 0 and --searchlight-radius > 0",
+                        fix="e.g. --n-permutations 1000 --searchlight-radius 8")
     work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
     if _writes_into_input(work_dir, bids_dir):
         raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,
@@ -217,6 +240,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         backend=args.backend,
         atlas=Path(args.atlas).resolve() if args.atlas else None,
         feature_pca=int(args.feature_pca),
+        decode=str(args.decode or ""),
+        responses=args.responses,
+        classifier=args.classifier,
+        n_permutations=int(args.n_permutations),
+        searchlight_radius=float(args.searchlight_radius),
+        no_searchlight=bool(args.no_searchlight),
+        roi=Path(args.roi).resolve() if args.roi else None,
         seed=int(args.seed),
         feature_cache=feature_cache,
         n_cpus=n_cpus,

@@ -84,6 +84,8 @@ BIDSIGNORE = """*.html
 *_statmap.json
 *_regions.tsv
 *_regions.json
+*_decoding.tsv
+*_decoding.json
 group
 """
 

@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--feature-pca", type=int, default=0, metavar="N",
                        help="reduce each feature space to N principal components, fitted within each outer "
                             "fold on the training runs' features only (0: no reduction)")
+    decode = parser.add_argument_group("decoding (--analysis decoding)")
+    decode.add_argument("--decode", metavar="COLUMN=VALUE1,VALUE2",
+                        help="the contrast to decode, from the events, e.g. trial_type=face,scrambled")
+    decode.add_argument("--responses", choices=("lss", "peak"), default="lss",
+                        help="trial-wise responses: least-squares-separate betas (nilearn FirstLevelModel) "
+                             "or the mean of the volumes 4-6 s after each onset")
+    decode.add_argument("--classifier", choices=("logistic", "svm"), default="logistic",
+                        help="scaled logistic regression or linear SVM, leave-one-run-out")
+    decode.add_argument("--n-permutations", type=int, default=1000, metavar="N",
+                        help="label permutations (within runs) for the p-value; 0 for none")
+    decode.add_argument("--searchlight-radius", type=float, default=8.0, metavar="MM",
+                        help="radius of the searchlight spheres in mm")
+    decode.add_argument("--no-searchlight", action="store_true", help="whole-pattern decoding only")
+    decode.add_argument("--roi", type=_existing_file, metavar="FILE",
+                        help="a mask image in the data's space: decode (and centre searchlights) within it")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")

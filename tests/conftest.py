@@ -61,3 +61,15 @@ def run_cli(*args, env: dict | None = None, timeout: int = 600) -> subprocess.Co
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})}
     return subprocess.run([sys.executable, "-m", "bids_encoding", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def validator_errors(dataset: Path) -> list[dict]:
+    """The errors bids-validator-deno (a test dependency, installed beside this Python) finds in a dataset."""
+    import json
+    import shutil
+
+    validator = Path(sys.executable).parent / "bids-validator-deno"
+    validator = str(validator) if validator.exists() else shutil.which("bids-validator-deno")
+    assert validator, "bids-validator-deno is part of the test dependencies"
+    result = subprocess.run([validator, "--format", "json", str(dataset)], capture_output=True, text=True)
+    return [i for i in json.loads(result.stdout)["issues"]["issues"] if i["severity"] == "error"]

@@ -4,9 +4,6 @@ cached reruns, and the same numbers from Linear and MultiProc."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +12,7 @@ import pytest
 
 from bids_encoding.example import load_truth
 
-from .conftest import run_cli, snapshot
+from .conftest import run_cli, snapshot, validator_errors
 
 FEATURES = ("wordrate", "wordlength", "trialtype")
 SPACE = "MNI152NLin2009cAsym"
@@ -90,13 +87,7 @@ def test_reports_link_only_existing_files(derivatives):
 
 def test_outputs_pass_the_bids_validator(derivatives):
     out, _, _ = derivatives
-    validator = Path(sys.executable).parent / "bids-validator-deno"
-    if not validator.exists():
-        validator = shutil.which("bids-validator-deno")
-    assert validator, "bids-validator-deno is part of the test dependencies"
-    result = subprocess.run([str(validator), "--format", "json", str(out)], capture_output=True, text=True)
-    issues = json.loads(result.stdout)["issues"]["issues"]
-    errors = [i for i in issues if i["severity"] == "error"]
+    errors = validator_errors(out)
     assert not errors, errors[:5]
 
 

@@ -126,6 +126,37 @@ class FitJointEncoding(FitEncoding):
     joint = True
 
 
+class _FitDecodingInputSpec(BaseInterfaceInputSpec):
+    bold_files = InputMultiObject(File(exists=True), mandatory=True)
+    events_files = traits.List(File(exists=True), mandatory=True)
+    trs = traits.List(traits.Float, mandatory=True)
+    mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
+    confound_files = traits.List(traits.Str, desc="confounds TSV per run, '' where none")
+    feature_files = traits.List(traits.List(File(exists=True)), desc="per extractor, one features file per run")
+    options = traits.Dict(desc="bids_encoding.decoding.DecodingOptions as a dict")
+
+
+class FitDecoding(SimpleInterface):
+    """Cross-validated decoding of a contrast from trial-wise brain responses (and from model features)."""
+
+    input_spec = _FitDecodingInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..decoding import DecodingOptions, fit_decoding
+
+        n = len(self.inputs.bold_files)
+        self._results["outputs"] = fit_decoding(
+            [Path(b) for b in self.inputs.bold_files], [Path(e) for e in self.inputs.events_files],
+            list(self.inputs.trs), Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
+            confound_files=_optional_paths(self.inputs.confound_files, n),
+            feature_files=[[Path(f) for f in group] for group in (self.inputs.feature_files or [])] or None,
+            options=DecodingOptions.from_dict(self.inputs.options or {}),
+        )
+        return runtime
+
+
 class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
     base_directory = traits.Str(mandatory=True, desc="the staging folder of this invocation")
     entities = traits.Dict(mandatory=True, desc="entities shared by every output (subject, task, space)")

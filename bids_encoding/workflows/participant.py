@@ -20,7 +20,7 @@ from ..config import RunConfig
 from ..derivatives import dataset_links
 from ..errors import UserError
 from ..plugin_manager import Registered, instantiate
-from .interfaces import DerivativesSink, ExtractFeatures, FitEncoding, FitJointEncoding, SubjectReport
+from .interfaces import DerivativesSink, ExtractFeatures, FitDecoding, FitEncoding, FitJointEncoding, SubjectReport
 
 
 def node_name(text: str) -> str:
@@ -41,13 +41,7 @@ def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     Outputs ``outputnode.outputs``: the maps written by the fits, with entities and metadata.
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "confound_files", "trs"]),
-                        name="inputnode")
-    inputnode.inputs.events_files = [str(r.events) for r in runs]
-    inputnode.inputs.bold_files = [str(r.bold) for r in runs]
-    inputnode.inputs.mask_files = [str(r.mask) if r.mask else "" for r in runs]
-    inputnode.inputs.confound_files = [str(r.confounds) if r.confounds else "" for r in runs]
-    inputnode.inputs.trs = [r.tr for r in runs]
+    inputnode = _runs_inputnode(runs)
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
     joint = len(models) > 1
     n_fits = len(models) + joint
@@ -56,11 +50,7 @@ def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     fit_inputs = [("bold_files", "bold_files"), ("mask_files", "mask_files"),
                   ("confound_files", "confound_files"), ("trs", "trs")]
     for index, (spec, plugin) in enumerate(models, start=1):
-        extract = pe.MapNode(
-            ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
-                            stimuli_dir=str(stimuli_dir or ""), cache_dir=str(feature_cache or "")),
-            iterfield=["events_file"], name=node_name(f"extract_{spec}"),
-        )
+        extract = _extract_node(spec, plugin, stimuli_dir, feature_cache)
         fit = pe.Node(FitEncoding(options=options), name=node_name(f"fit_{spec}"), n_procs=n_cpus)
         wf.connect([
             (inputnode, extract, [("events_files", "events_file")]),
@@ -81,6 +71,53 @@ def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     return wf
 
 
+def init_task_decoding_wf(task: str, models: list[tuple[str, Registered]], runs: list[BoldRun],
+                          stimuli_dir: Path | None, options: dict, name: str,
+                          feature_cache: Path | None = None, n_cpus: int = 1) -> pe.Workflow:
+    """Decoding of one contrast from trial-wise brain responses, and from each extractor's features when given.
+
+    Outputs ``outputnode.outputs``: the decoding table and the searchlight map, with entities and metadata.
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = _runs_inputnode(runs)
+    outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
+    fit = pe.Node(FitDecoding(options=options), name="fit_decoding", n_procs=n_cpus)
+    wf.connect([
+        (inputnode, fit, [("bold_files", "bold_files"), ("events_files", "events_files"), ("mask_files", "mask_files"),
+                          ("confound_files", "confound_files"), ("trs", "trs")]),
+        (fit, outputnode, [("outputs", "outputs")]),
+    ])
+    if models:
+        merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features")
+        for index, (spec, plugin) in enumerate(models, start=1):
+            extract = _extract_node(spec, plugin, stimuli_dir, feature_cache)
+            wf.connect([(inputnode, extract, [("events_files", "events_file")]),
+                        (extract, merge_features, [("features_file", f"in{index}")])])
+        wf.connect(merge_features, "out", fit, "feature_files")
+    return wf
+
+
+def _runs_inputnode(runs: list[BoldRun]) -> pe.Node:
+    """The runs of one task as lists, one entry per run, in a workflow's inputnode."""
+    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "confound_files", "trs"]),
+                        name="inputnode")
+    inputnode.inputs.events_files = [str(r.events) for r in runs]
+    inputnode.inputs.bold_files = [str(r.bold) for r in runs]
+    inputnode.inputs.mask_files = [str(r.mask) if r.mask else "" for r in runs]
+    inputnode.inputs.confound_files = [str(r.confounds) if r.confounds else "" for r in runs]
+    inputnode.inputs.trs = [r.tr for r in runs]
+    return inputnode
+
+
+def _extract_node(spec: str, plugin: Registered, stimuli_dir: Path | None, feature_cache: Path | None) -> pe.MapNode:
+    """One extractor over every run's events (a MapNode: one process per run under MultiProc)."""
+    return pe.MapNode(
+        ExtractFeatures(spec=spec, plugin_version=f"{plugin.distribution}=={plugin.version}",
+                        stimuli_dir=str(stimuli_dir or ""), cache_dir=str(feature_cache or "")),
+        iterfield=["events_file"], name=node_name(f"extract_{spec}"),
+    )
+
+
 def runs_by_task(runs: list[BoldRun]) -> dict[str, list[BoldRun]]:
     grouped: dict[str, list[BoldRun]] = defaultdict(list)
     for run in runs:
@@ -88,8 +125,31 @@ def runs_by_task(runs: list[BoldRun]) -> dict[str, list[BoldRun]]:
     return dict(grouped)
 
 
-def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str, Registered]) -> list[tuple[str, str, Registered]]:
-    """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality."""
+def decoding_tasks(runs: list[BoldRun], contrast: str) -> list[str]:
+    """The tasks whose events hold the contrast's column and values (checked in every run by the stage)."""
+    from ..decoding import parse_contrast
+    from ..stimuli import read_events
+
+    column, values = parse_contrast(contrast)
+    found = []
+    for task, task_runs in runs_by_task(runs).items():
+        events = read_events(task_runs[0].events)
+        if column in events.columns and set(values) & set(events[column].astype(str).str.strip()):
+            found.append(task)
+    if not found:
+        raise UserError(f"no selected task has events with {column} = {' or '.join(values)} (tasks: "
+                        f"{', '.join(sorted(runs_by_task(runs)))})", path=runs[0].events,
+                        fix="Check --decode against the events.tsv columns and values, or select another --task")
+    return found
+
+
+def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str, Registered],
+                required: bool = True) -> list[tuple[str, str, Registered]]:
+    """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality.
+
+    With ``required``, an extractor that fits no task is an error (encoding); decoding only
+    adds features where they apply.
+    """
     plan = []
     for spec in specs:
         extractor, entry = instantiate(spec, registry)
@@ -106,7 +166,7 @@ def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str,
             if having:
                 tasks.append(task)
                 plan.append((task, spec, entry))
-        if not tasks:
+        if not tasks and required:
             raise UserError(
                 f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, but no selected run's events hold any "
                 f"(tasks: {', '.join(sorted(runs_by_task(runs)))})",
@@ -123,17 +183,25 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     links = dataset_links(config.bids_dir, config.derivatives)
     stimuli_dir = config.bids_dir / "stimuli"
     stimuli_dir = stimuli_dir if stimuli_dir.is_dir() else None
-    plan = plan_models(runs, config.features, registry)
     tasks = runs_by_task(runs)
     by_task: dict[str, list[tuple[str, Registered]]] = defaultdict(list)
-    for task, spec, entry in plan:
-        by_task[task].append((spec, entry))
+    if config.analysis == "decoding":
+        by_task.update({task: [] for task in decoding_tasks(runs, config.decode)})
+    for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding"):
+        if config.analysis == "encoding" or task in by_task:
+            by_task[task].append((spec, entry))
+    n_cpus = config.n_cpus if config.nipype_plugin == "MultiProc" else 1
     merge = pe.Node(Merge(len(by_task)), name="merge_outputs")
     for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
-        task_wf = init_task_encoding_wf(task, models, task_runs, stimuli_dir, config.encoding_options(),
-                                        name=node_name(f"{task}_encoding_wf"), feature_cache=config.feature_cache,
-                                        n_cpus=config.n_cpus if config.nipype_plugin == "MultiProc" else 1)
+        if config.analysis == "decoding":
+            task_wf = init_task_decoding_wf(task, models, task_runs, stimuli_dir, config.decoding_options(),
+                                            name=node_name(f"{task}_decoding_wf"), feature_cache=config.feature_cache,
+                                            n_cpus=n_cpus)
+        else:
+            task_wf = init_task_encoding_wf(task, models, task_runs, stimuli_dir, config.encoding_options(),
+                                            name=node_name(f"{task}_encoding_wf"), feature_cache=config.feature_cache,
+                                            n_cpus=n_cpus)
         sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance, dataset_links=links,
                                        entities={"subject": subject, "task": task, "space": task_runs[0].space}),
                        name=node_name(f"ds_{task}"), run_without_submitting=True)
