@@ -27,6 +27,13 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   axis (``bids_encoding/data/story_semantic.tsv``, written by
   ``plugins/glove/tools/story_semantic_axis.py``) minus the run's mean, so that
   only a model of word meaning (GloVe features) explains it;
+* ``edges``      - right lateral occipital sphere; a 1 s boxcar at every trial
+  whose height is the image's edge energy (:func:`edge_energy`: the mean
+  absolute difference between neighbouring pixels, across rows plus across
+  columns, of the greyscale image in [0, 1]) minus the mean of the images of
+  its trial type in the run. Scrambled images have more edges than faces, so
+  the category mean is taken out: a trial-type model cannot explain this
+  sphere, a model of image features (the ``cnn`` plugin's layers) can;
 * ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
   for ``face`` and 0.2 for ``scrambled`` trials.
 
@@ -140,6 +147,11 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
                 "1 s boxcar of height 1 (face) or 0.2 (scrambled) per trial, glover HRF, z-scored per run"),
+        Planted("edges", "faces", (45.0, -80.0, 6.0), 10.0, 1.0,
+                "1 s boxcar of height edge_energy(image) - its mean over the run's trials of the same trial_type, where "
+                "edge_energy is the mean "
+                "absolute difference between neighbouring pixels (rows plus columns) of the greyscale image in [0, 1], "
+                "glover HRF, z-scored per run"),
     ),
 }
 """The planted features of each task: name, sphere (MNI mm), amplitude and regressor.
@@ -334,7 +346,13 @@ def trial_events(stim_files: list[str], run_duration: float, rng: np.random.Gene
 
 # --------------------------------------------------------------------------- planted regressors
 
-def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int) -> np.ndarray:
+def edge_energy(image_file: Path) -> float:
+    """How much an image changes between neighbouring pixels (greyscale in [0, 1]): what early visual filters see."""
+    pixels = np.asarray(Image.open(image_file).convert("L"), dtype=np.float64) / 255.0
+    return float(np.abs(np.diff(pixels, axis=0)).mean() + np.abs(np.diff(pixels, axis=1)).mean())
+
+
+def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_dir: Path | None = None) -> np.ndarray:
     """The z-scored, HRF-convolved time course of a planted feature in one run (see the module doc)."""
     if name == "wordrate":
         heights, durations = np.ones(len(events)), np.zeros(len(events))
@@ -344,6 +362,10 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int) -> np.nda
     elif name == "semantic":
         values = events["word"].map(semantic_values()).to_numpy(float)
         heights, durations = values - values.mean(), np.zeros(len(events))
+    elif name == "edges":
+        energy = pd.Series([edge_energy(Path(stimuli_dir, f)) for f in events["stim_file"]], index=events.index)
+        heights = (energy - energy.groupby(events["trial_type"]).transform("mean")).to_numpy()
+        durations = events["duration"].to_numpy(float)
     elif name == "face":
         heights = np.where(events["trial_type"] == "face", 1.0, 0.2)
         durations = events["duration"].to_numpy(float)
@@ -632,7 +654,7 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
         all_regressors = []
         for run in range(1, task.n_runs + 1):
             events = _events(task, run, index, seed, stim_files, word_runs)
-            regressors = {p.name: planted_regressor(p.name, events, task.n_volumes) for p in planted}
+            regressors = {p.name: planted_regressor(p.name, events, task.n_volumes, root / "stimuli") for p in planted}
             data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task.n_volumes)
             _write_run(_run_files(root, sub, task.name, run), data, moves, events, mask, mask_bytes, affine)
             all_regressors.append(regressors)
