@@ -42,8 +42,8 @@ def _input(action: argparse.Action) -> dict:
         return entry
     if action.type in PATH_TYPES:
         entry["type"] = "File"
-    elif action.type is int:
-        entry.update(type="Number", integer=True)
+    elif action.type in (int, float):
+        entry.update(type="Number", integer=action.type is int)
     else:
         entry["type"] = "String"
     if action.nargs in ("+", "*"):

@@ -176,7 +176,7 @@ NOISE: dict[str, float] = {
 """Parameters of the simulated noise; also written to each ``*_truth.json``."""
 
 # Independent random streams, so that changing one part never changes another.
-_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5}
+_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6}
 
 
 def _rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
@@ -649,7 +649,9 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
     for t, task in enumerate(TASKS.values()):
         planted = PLANTED[task.name]
         weights = {p.name: sphere_weights(p.center_mm, p.radius_mm, mask, affine) for p in planted}
-        amplitudes = {p.name: round(p.amplitude * rng.uniform(1 - jitter, 1 + jitter), 4) for p in planted}
+        # one stream per planted feature, so adding a feature never changes the others' amplitudes
+        amplitudes = {p.name: round(p.amplitude * _rng(seed, "amplitude", index, t, k).uniform(1 - jitter, 1 + jitter), 4)
+                      for k, p in enumerate(planted)}
         gains = {name: amplitudes[name] * NOISE["noise_sd"] * w[mask] for name, w in weights.items()}
         all_regressors = []
         for run in range(1, task.n_runs + 1):

@@ -69,8 +69,8 @@ def expected_input(action: argparse.Action) -> dict:
         return {"type": "Flag"}
     if action.type in PATH_TYPES:
         expected = {"type": "File"}
-    elif action.type is int:
-        expected = {"type": "Number", "integer": True}
+    elif action.type in (int, float):
+        expected = {"type": "Number", "integer": action.type is int}
     else:
         expected = {"type": "String"}
     if action.nargs in ("+", "*"):
