@@ -70,7 +70,7 @@ class RunConfig:
         return {"contrast": self.decode, "responses": self.responses, "classifier": self.classifier,
                 "n_permutations": self.n_permutations, "searchlight": not self.no_searchlight,
                 "radius": self.searchlight_radius, "seed": self.seed, "confounds": list(self.confounds),
-                "roi": str(self.roi) if self.roi else None}
+                "roi": str(self.roi) if self.roi else None, "hrf_model": self.hrf_model}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""

@@ -36,6 +36,9 @@ class NumpyBackend:
     def zeros(self, shape):
         return np.zeros(shape, dtype=self.dtype)
 
+    def concatenate(self, parts):
+        return np.concatenate(parts)
+
     def take_columns(self, x, index):
         return x[:, index]
 
@@ -62,6 +65,9 @@ class TorchBackend:
 
     def zeros(self, shape):
         return self.torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def concatenate(self, parts):
+        return self.torch.cat(parts)
 
     def take_columns(self, x, index):
         return x[:, self.torch.as_tensor(np.asarray(index), device=self.device)]

@@ -118,6 +118,20 @@ def _project(B, Ut, Y, rows: np.ndarray):
     return total
 
 
+def _validation_predictor(B, dec: _Decomposition, alphas):
+    """``[X_val V diag(s / (s² + alpha)) U^T for each alpha]`` stacked: (alphas x n_val) x n_train, or None.
+
+    Multiplying it by the training responses gives every alpha's validation predictions in one
+    matrix product. That beats rotating the responses by U^T first and then predicting per alpha
+    when the rank is large next to the validation rows (many features, leave-one-run-out);
+    with few features the rotation is cheaper and None says so.
+    """
+    rank, n_val, n_train = len(dec.s), dec.projected.shape[0], dec.Ut.shape[1]
+    if len(alphas) * n_val * n_train >= rank * n_train + len(alphas) * n_val * rank:
+        return None
+    return B.concatenate([(dec.projected * (dec.s / (dec.s ** 2 + alpha))) @ dec.Ut for alpha in alphas])
+
+
 @dataclass
 class ChunkFit:
     """What the solver learned for one chunk of voxels."""
@@ -156,18 +170,27 @@ def solve_ridge_path(X: np.ndarray, Y: np.ndarray, folds, alphas: Sequence[float
         candidates.append((inner, _decompose(B, Xc, None if X_predict is None else X_predict * scale)))
     alpha_b = B.asarray(alphas)
     all_rows = np.arange(len(X))
+    # Validation predictions for every alpha at once: one (alphas x val) x train matrix per inner fold,
+    # applied to the training responses directly, so U^T Y is never formed for the inner folds.
+    predictors = [[_validation_predictor(B, dec, alpha_b) for dec, _, _ in inner] for inner, _ in candidates]
+    test_predictors: dict[tuple[int, int], object] = {}
     for start in range(0, Y.shape[1], chunk_size):
         voxels = slice(start, min(start + chunk_size, Y.shape[1]))
         Yc = B.asarray(np.ascontiguousarray(Y[:, voxels] if rows is None else Y[rows, voxels]))
         n_vox = Yc.shape[1]
         scores = np.zeros((len(scales) * n_alphas, n_vox))
         for c, (inner, _) in enumerate(candidates):
-            for dec, train, val in inner:
-                UtY = _project(B, dec.Ut, Yc, train)
+            for predictor, (dec, train, val) in zip(predictors[c], inner):
                 Y_val = _rows(B, Yc, val)
+                if predictor is not None:
+                    error = _project(B, predictor, Yc, train).reshape(n_alphas, len(val), n_vox)
+                    error -= Y_val[None]  # in place: this array is alphas x val x voxels
+                    error *= error
+                    scores[c * n_alphas:(c + 1) * n_alphas] -= B.to_numpy(error.sum(1)) / len(val)
+                    continue
+                UtY = _project(B, dec.Ut, Yc, train)
                 for a in range(n_alphas):
-                    error = (dec.projected * (dec.s / (dec.s ** 2 + alpha_b[a]))) @ UtY
-                    error -= Y_val
+                    error = (dec.projected * (dec.s / (dec.s ** 2 + alpha_b[a]))) @ UtY - Y_val
                     scores[c * n_alphas + a] -= B.to_numpy((error * error).sum(0)) / len(val)
         scores /= len(folds)
         best = np.argmax(scores, axis=0)
@@ -177,12 +200,19 @@ def solve_ridge_path(X: np.ndarray, Y: np.ndarray, folds, alphas: Sequence[float
             c, a = divmod(int(index), n_alphas)
             group = np.flatnonzero(best == index)
             full = candidates[c][1]
-            UtY = _project(B, full.Ut, B.take_columns(Yc, group), all_rows)
+            Y_group = B.take_columns(Yc, group)
             d = full.s / (full.s ** 2 + alpha_b[a])
             if return_coef:
+                UtY = _project(B, full.Ut, Y_group, all_rows)
                 coef[:, group] = B.to_numpy(full.Vt.T @ (d[:, None] * UtY)) * scales[c][:, None]
-            if prediction is not None:
-                prediction[:, group] = B.to_numpy((full.projected * d) @ UtY)
+                if prediction is not None:
+                    prediction[:, group] = B.to_numpy((full.projected * d) @ UtY)
+            elif prediction is not None and len(full.s) > len(X_predict):  # many features: skip U^T Y
+                if (c, a) not in test_predictors:
+                    test_predictors[(c, a)] = (full.projected * d) @ full.Ut
+                prediction[:, group] = B.to_numpy(_project(B, test_predictors[(c, a)], Y_group, all_rows))
+            elif prediction is not None:
+                prediction[:, group] = B.to_numpy((full.projected * d) @ _project(B, full.Ut, Y_group, all_rows))
         yield ChunkFit(voxels, coef, prediction, alphas[best % n_alphas], best // n_alphas, scores[best, np.arange(n_vox)])
 
 
