@@ -42,6 +42,7 @@ __all__ = [
     "Option",
     "int_list",
     "str_list",
+    "layer_indices",
     "UserError",
     "Words",
     "Images",
@@ -59,6 +60,23 @@ def int_list(raw: str) -> list[int]:
 def str_list(raw: str) -> list[str]:
     """Parse ``"a,b"`` or ``"a b"`` into ``["a", "b"]``."""
     return [v for v in re.split(r"[,\s]+", str(raw).strip()) if v]
+
+
+def layer_indices(raw: str, n_layers: int) -> list[int]:
+    """``"all"`` or indices such as ``"6,9"`` / ``"-1"`` (negative from the end) as sorted layer numbers.
+
+    For model plugins' ``layers=`` option; anything out of range is a :class:`UserError`.
+    """
+    if str(raw).strip().lower() == "all":
+        return list(range(n_layers))
+    try:
+        chosen = [layer % n_layers if -n_layers <= layer < n_layers else None for layer in int_list(raw)]
+    except ValueError:
+        chosen = [None]
+    if None in chosen or not chosen:
+        raise UserError(f"layers={raw} does not name layers of this model (0 to {n_layers - 1}, or negative from the end)",
+                        fix=f"Pick layers between 0 and {n_layers - 1}, or layers=all")
+    return sorted(set(chosen))
 
 
 def _parse_bool(raw: str) -> bool:

@@ -74,7 +74,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Images, Option, UserError, hookimpl, int_list
+from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Images, Option, UserError, hookimpl, layer_indices
 
 LITE0 = "efficientnet-lite0"
 LITE_SIZE = 224
@@ -357,16 +357,7 @@ class CNN(FeatureExtractor):
     }
 
     def chosen_layers(self, n_layers: int) -> list[int]:
-        if str(self.layers).strip().lower() == "all":
-            return list(range(n_layers))
-        try:
-            chosen = [layer % n_layers if -n_layers <= layer < n_layers else None for layer in int_list(self.layers)]
-        except ValueError:
-            chosen = [None]
-        if None in chosen or not chosen:
-            raise UserError(f"layers={self.layers} does not name layers of this model (0 to {n_layers - 1}, or "
-                            f"negative from the end)", fix=f"Pick layers between 0 and {n_layers - 1}, or layers=all")
-        return sorted(set(chosen))
+        return layer_indices(self.layers, n_layers)
 
     def extract(self, stimuli: Images) -> FeatureSet:
         import torch

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, UserError, Words, hookimpl, int_list
+from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, UserError, Words, hookimpl, layer_indices
 
 CAUSAL_ARCHITECTURES = ("ForCausalLM", "LMHeadModel")
 
@@ -187,16 +187,7 @@ class LanguageModel(FeatureExtractor):
     }
 
     def chosen_layers(self, n_hidden: int) -> list[int]:
-        if str(self.layers).strip().lower() == "all":
-            return list(range(n_hidden))
-        try:
-            chosen = [layer % n_hidden if -n_hidden <= layer < n_hidden else None for layer in int_list(self.layers)]
-        except ValueError:
-            chosen = [None]
-        if None in chosen:
-            raise UserError(f"layers={self.layers} does not name hidden states of this model (0 to {n_hidden - 1}, or "
-                            f"negative from the end)", fix="Pick layers between 0 (embeddings) and the number of blocks")
-        return sorted(set(chosen))
+        return layer_indices(self.layers, n_hidden)
 
     def window_sizes(self, budget: int) -> tuple[int, int]:
         context = int(self.context) or budget // 2
