@@ -45,7 +45,7 @@ from nilearn import masking
 
 from . import features as feature_store
 from .derivatives import bids_label, save_nifti
-from .encoding import brain_mask, load_bold, read_confounds
+from .encoding import brain_mask, image_in_mask, load_bold, read_confounds
 from .errors import UserError
 from .models.decoding import (CLASSIFIERS, CV_DESCRIPTION, PERMUTATION_DESCRIPTION, DecodingScores,
                               cross_validate_decoder, screening_size, searchlight)
@@ -314,19 +314,8 @@ def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[
 
 def roi_mask(roi: str | Path, mask: nib.Nifti1Image) -> np.ndarray:
     """The mask's voxels inside a region image (resampled to the mask's grid, nearest neighbour)."""
-    from nilearn.image import resample_to_img
-
-    try:
-        img = nib.load(str(roi))
-    except Exception as exc:
-        raise UserError(f"the region mask cannot be read as NIfTI ({exc})", path=roi,
-                        fix="Give a 3D mask image in the data's space") from None
-    if len(img.shape) != 3:
-        raise UserError(f"the region mask has shape {img.shape}, not 3D", path=roi, fix="Give a 3D mask image")
-    data = np.asarray(resample_to_img(img, mask, interpolation="nearest", force_resample=True,
-                                      copy_header=True).dataobj)
-    inside = (data != 0) & np.isfinite(data)
-    selected = inside[np.asarray(mask.dataobj) > 0]
+    data = image_in_mask(roi, mask, "region mask", "Give a 3D mask image in the data's space")
+    selected = (data != 0) & np.isfinite(data)
     if not selected.any():
         raise UserError("the region mask holds no voxel of the brain mask", path=roi,
                         fix="Give a region in the same space as the BOLD data")

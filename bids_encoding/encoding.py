@@ -10,7 +10,6 @@ and splits its R² between them. Plain functions; the workflow wraps them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 from nilearn import masking, signal
 
 from . import features as feature_store
-from .derivatives import save_nifti, save_tsv_gz
+from .derivatives import parse_entities, save_nifti, save_tsv_gz
 from .design import add_delays, downsample_events, hrf_design, zscore
 from .errors import UserError
 from .models.encoding import EncodingScores, cross_validated_encoding
@@ -186,24 +185,32 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
     )
 
 
-def atlas_labels(atlas: str, mask: nib.Nifti1Image) -> tuple[np.ndarray, dict[int, str]]:
-    """Atlas labels of the mask's voxels (nearest-neighbour resampled), and names from a TSV beside it."""
+def image_in_mask(path: str | Path, mask: nib.Nifti1Image, what: str, fix: str) -> np.ndarray:
+    """A 3D image's values at the mask's voxels, resampled to the mask's grid (nearest neighbour)."""
     from nilearn.image import resample_to_img
 
-    path = Path(atlas)
     try:
         img = nib.load(str(path))
     except Exception as exc:
-        raise UserError(f"the atlas cannot be read as NIfTI ({exc})", path=path, fix="Give a 3D label image") from None
-    labels = np.asarray(resample_to_img(img, mask, interpolation="nearest", force_resample=True,
-                                        copy_header=True).dataobj).astype(int)
+        raise UserError(f"the {what} cannot be read as NIfTI ({exc})", path=path, fix=fix) from None
+    if len(img.shape) != 3:
+        raise UserError(f"the {what} has shape {img.shape}, not 3D", path=path, fix=fix)
+    data = np.asarray(resample_to_img(img, mask, interpolation="nearest", force_resample=True,
+                                      copy_header=True).dataobj)
+    return data[np.asarray(mask.dataobj) > 0]
+
+
+def atlas_labels(atlas: str, mask: nib.Nifti1Image) -> tuple[np.ndarray, dict[int, str]]:
+    """Atlas labels of the mask's voxels (nearest-neighbour resampled), and names from a TSV beside it."""
+    path = Path(atlas)
+    labels = image_in_mask(path, mask, "atlas", "Give a 3D label image").astype(int)
     names: dict[int, str] = {}
     table = path.with_name(path.name.split(".")[0] + ".tsv")
     if table.exists():
         frame = pd.read_csv(table, sep="\t")
         if {"index", "name"} <= set(frame.columns):
             names = dict(zip(frame["index"].astype(int), frame["name"].astype(str)))
-    return labels[np.asarray(mask.dataobj) > 0], names
+    return labels, names
 
 
 def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
@@ -293,8 +300,8 @@ def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions)
 
 def run_entities(bold_file: Path) -> dict[str, str]:
     """The session, acquisition and run entities of a BOLD file name (raw or fMRIPrep)."""
-    found = dict(re.findall(r"(?:^|_)(ses|acq|run)-([a-zA-Z0-9]+)", Path(bold_file).name))
-    return {"session": found.get("ses", ""), "acquisition": found.get("acq", ""), "run": found.get("run", "")}
+    found = parse_entities(bold_file)
+    return {name: found.get(name, "") for name in ("session", "acquisition", "run")}
 
 
 def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, options: EncodingOptions) -> list[dict[str, Any]]:
