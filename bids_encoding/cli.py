@@ -79,7 +79,8 @@ def list_plugins(as_json: bool = False) -> int:
     from .plugin_manager import installed_plugins
 
     rows = []
-    for name, entry in sorted(installed_plugins().items()):
+    for entry in (e for of_kind in installed_plugins().values() for _, e in sorted(of_kind.items())):
+        name = entry.name
         rows.append({
             "name": name, "distribution": entry.distribution, "version": entry.version, "kind": entry.kind,
             "modality": entry.cls.modality, "description": entry.cls.description,
@@ -145,16 +146,14 @@ def run_app(argv: list[str]) -> int:
 def _participant_workflow(config):
     from .bids_io import collect_bold_runs, load_layout, validate_dataset
     from .plugin_manager import installed_plugins
-    from .workflows.participant import decoding_tasks, plan_models
+    from .plugin_manager import instantiate
+    from .workflows.participant import decoding_tasks, embedding_tasks, plan_models
 
-    if config.analysis == "embedding":
-        raise UserError("--analysis embedding is not available in this version",
-                        fix="Use --analysis encoding or --analysis decoding")
     if not config.skip_bids_validation:
         validate_dataset(config.bids_dir)
     registry = installed_plugins()
     if not config.features and config.analysis == "encoding":
-        known = ", ".join(sorted(n for n, r in registry.items() if r.kind == "feature extractor")) or "none installed"
+        known = ", ".join(sorted(registry["feature extractor"])) or "none installed"
         raise UserError("no --features given, so there is nothing to model", path=config.bids_dir,
                         fix=f"Name at least one feature extractor with --features (installed: {known})")
     layout = load_layout(config.bids_dir, config.derivatives)
@@ -166,6 +165,10 @@ def _participant_workflow(config):
         plan_models(subject_runs, config.features, registry, required=config.analysis == "encoding")
         if config.analysis == "decoding":
             decoding_tasks(subject_runs, config.decode)
+        if config.analysis == "embedding":
+            embedding_tasks(subject_runs, config.decode, config.samples)
+    for spec in config.embedding_options()["embedders"] if config.analysis == "embedding" else ():
+        instantiate(spec, registry, "brain embedder")
 
     def build(stage: Path):
         from nipype.pipeline import engine as pe

@@ -51,6 +51,9 @@ class RunConfig:
     searchlight_radius: float = 8.0
     no_searchlight: bool = False
     roi: Path | None = None
+    embedder: tuple[str, ...] = ()
+    samples: str = "trials"
+    region: str | None = None
     seed: int = 0
     feature_cache: Path | None = None
     n_cpus: int = 1
@@ -71,6 +74,13 @@ class RunConfig:
                 "n_permutations": self.n_permutations, "searchlight": not self.no_searchlight,
                 "radius": self.searchlight_radius, "seed": self.seed, "confounds": list(self.confounds),
                 "roi": str(self.roi) if self.roi else None, "hrf_model": self.hrf_model}
+
+    def embedding_options(self) -> dict[str, Any]:
+        """The options of the embedding stage (see bids_encoding.embedding.EmbeddingOptions)."""
+        return {"embedders": list(self.embedder or ("pca",)), "samples": self.samples, "contrast": self.decode,
+                "roi": str(self.roi) if self.roi else None, "atlas": str(self.atlas) if self.atlas else None,
+                "region": self.region, "confounds": list(self.confounds), "hrf_model": self.hrf_model,
+                "classifier": self.classifier, "n_permutations": self.n_permutations, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -206,6 +216,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if not args.decode:
             raise UserError("--analysis decoding needs a contrast to decode", fix="Add e.g. --decode trial_type=face,scrambled")
         parse_contrast(args.decode)
+    if args.analysis == "embedding":
+        from .embedding import EmbeddingOptions
+
+        EmbeddingOptions(embedders=_as_tuple(args.embedder) or ("pca",), samples=args.samples,
+                         contrast=str(args.decode or ""), roi=args.roi, atlas=args.atlas, region=args.region)
     if int(args.n_permutations) < 0 or float(args.searchlight_radius) <= 0:
         raise UserError("--n-permutations must be >= 0 and --searchlight-radius > 0",
                         fix="e.g. --n-permutations 1000 --searchlight-radius 8")
@@ -247,6 +262,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         searchlight_radius=float(args.searchlight_radius),
         no_searchlight=bool(args.no_searchlight),
         roi=Path(args.roi).resolve() if args.roi else None,
+        embedder=_as_tuple(args.embedder),
+        samples=args.samples,
+        region=str(args.region) if args.region is not None else None,
         seed=int(args.seed),
         feature_cache=feature_cache,
         n_cpus=n_cpus,

@@ -180,14 +180,22 @@ def _value_label(value: str) -> str:
         return value
 
 
-def contrast_events(events_file: Path, column: str, values: Sequence[str]) -> pd.DataFrame:
+def contrast_events(events_file: Path, column: str, values: Sequence[str] | None) -> pd.DataFrame:
     """A run's events in onset order, with ``condition`` (the column's value, 'n/a' when empty) and
-    ``label`` (the contrast value of the trials to decode, '' for the other events)."""
+    ``label`` (the contrast value of the trials to decode, '' for the other events).
+
+    ``values=None`` makes every event with a value in the column a trial, labelled by that value.
+    """
     events = read_events(events_file)
     if column not in events.columns:
         raise UserError(f"the events file has no column '{column}' (it has: {', '.join(map(str, events.columns))})",
                         path=events_file, fix="Name a column of the events files in --decode COLUMN=A,B")
     text = _labels(events[column])
+    if values is None:
+        if not (text != "").any():
+            raise UserError(f"no event of this run has a value in its {column} column", path=events_file,
+                            fix=f"Fill the {column} column, or name another column with --decode COLUMN=A,B")
+        return events.assign(condition=text.replace("", "n/a"), label=text)
     label = pd.Series("", index=events.index)
     for value in values:
         matches = (text == value) | (text == _value_label(value))
@@ -273,7 +281,7 @@ class TrialResponses:
 
 
 def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[float], column: str,
-                    values: Sequence[str], mask: nib.Nifti1Image, responses: str = "lss",
+                    values: Sequence[str] | None, mask: nib.Nifti1Image, responses: str = "lss",
                     confound_files: list[Path | None] | None = None, confounds: tuple[str, ...] = (),
                     hrf_model: str = "glover", high_pass: float = 0.01) -> TrialResponses:
     """Each contrast trial's response in the mask, z-scored within its run (see the module doc).

@@ -76,8 +76,9 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-# Files the BIDS validator's schema does not cover yet: reports and their figures, and statistical
-# maps (BEP041 names, as fitlins writes them). The rest (masks, dataset_description) is validated.
+# Files the BIDS validator's schema does not cover yet: reports and their figures, statistical
+# maps (BEP041 names, as fitlins writes them), latent time series and embedders' weights. The rest
+# (masks, stimulus features, dataset_description) is validated.
 BIDSIGNORE = """*.html
 **/figures
 *_statmap.nii.gz
@@ -86,6 +87,10 @@ BIDSIGNORE = """*.html
 *_regions.json
 *_decoding.tsv
 *_decoding.json
+*_timeseries.tsv.gz
+*_timeseries.json
+*_weights.safetensors
+*_weights.json
 group
 """
 

@@ -35,7 +35,14 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   the category mean is taken out: a trial-type model cannot explain this
   sphere, a model of image features (the ``cnn`` plugin's layers) can;
 * ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
-  for ``face`` and 0.2 for ``scrambled`` trials.
+  for ``face`` and 0.2 for ``scrambled`` trials;
+* ``latent``     - left medial fusiform sphere whose voxel *patterns* come from four latent
+  factors (:func:`latent_code`): each trial drives exactly one factor, chosen by
+  its image (faces drive factor 0 or 1, scrambled faces factor 2 or 3) with a
+  height between 0.5 and 1.5, and each factor has its own random spatial pattern
+  (standard normal per voxel times the sphere's falloff, drawn per subject). The
+  region's mean does not tell the conditions apart; its patterns do, through a
+  sparse, low-dimensional code that an unsupervised embedder can find.
 
 Each regressor is ``nilearn.glm.first_level.compute_regressor`` of the
 ``(onset, duration, height)`` triplets read back from the run's events.tsv
@@ -152,6 +159,10 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "edge_energy is the mean "
                 "absolute difference between neighbouring pixels (rows plus columns) of the greyscale image in [0, 1], "
                 "glover HRF, z-scored per run"),
+        Planted("latent", "faces", (-30.0, -40.0, -20.0), 12.0, 1.0,
+                "four 1 s boxcar regressors, one per latent factor (latent_code: faces drive factor 0 or 1, scrambled "
+                "faces factor 2 or 3, by image number; height 0.5 to 1.5), glover HRF, each z-scored per run; each "
+                "factor has its own spatial pattern (standard normal x falloff, per subject)"),
     ),
 }
 """The planted features of each task: name, sphere (MNI mm), amplitude and regressor.
@@ -176,7 +187,7 @@ NOISE: dict[str, float] = {
 """Parameters of the simulated noise; also written to each ``*_truth.json``."""
 
 # Independent random streams, so that changing one part never changes another.
-_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6}
+_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7}
 
 
 def _rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
@@ -352,8 +363,32 @@ def edge_energy(image_file: Path) -> float:
     return float(np.abs(np.diff(pixels, axis=0)).mean() + np.abs(np.diff(pixels, axis=1)).mean())
 
 
+N_LATENT_FACTORS = 4
+
+
+def latent_code(stim_file: str) -> tuple[int, float]:
+    """The latent factor a trial's image drives and its height: faces drive factor 0 (even image numbers) or 1
+    (odd), scrambled faces factor 2 or 3; the height, 0.5 to 1.5, also follows the image number."""
+    stem = Path(stim_file).stem
+    number = int(stem.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    return 2 * stem.startswith("scrambled") + number % 2, 0.5 + (number % 5) / 4
+
+
+def _hrf_regressor(onsets: np.ndarray, durations: np.ndarray, heights: np.ndarray, n_volumes: int) -> np.ndarray:
+    condition = np.vstack([onsets, durations, heights])
+    x = compute_regressor(condition, "glover", np.arange(n_volumes) * TR, oversampling=50)[0][:, 0]
+    return (x - x.mean()) / x.std()
+
+
 def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_dir: Path | None = None) -> np.ndarray:
-    """The z-scored, HRF-convolved time course of a planted feature in one run (see the module doc)."""
+    """The z-scored, HRF-convolved time course of a planted feature in one run (see the module doc);
+    ``latent`` gives one column per latent factor."""
+    if name == "latent":
+        codes = [latent_code(f) for f in events["stim_file"]]
+        factor, height = np.array([c[0] for c in codes]), np.array([c[1] for c in codes])
+        onsets, durations = events["onset"].to_numpy(float), events["duration"].to_numpy(float)
+        return np.column_stack([_hrf_regressor(onsets[factor == k], durations[factor == k], height[factor == k], n_volumes)
+                                for k in range(N_LATENT_FACTORS)])
     if name == "wordrate":
         heights, durations = np.ones(len(events)), np.zeros(len(events))
     elif name == "wordlength":
@@ -371,9 +406,7 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
         durations = events["duration"].to_numpy(float)
     else:
         raise ValueError(f"unknown planted feature {name!r}")
-    condition = np.vstack([events["onset"].to_numpy(float), durations, heights])
-    x = compute_regressor(condition, "glover", np.arange(n_volumes) * TR, oversampling=50)[0][:, 0]
-    return (x - x.mean()) / x.std()
+    return _hrf_regressor(events["onset"].to_numpy(float), durations, heights, n_volumes)
 
 
 def sphere_weights(center_mm: tuple[float, float, float], radius_mm: float, mask: np.ndarray,
@@ -600,7 +633,7 @@ def _truth(task: str, amplitudes: dict[str, float], weights: dict[str, np.ndarra
     ``regressor_correlation`` gives, per run, the correlation of each pair of
     planted regressors, so that users know how far two features can be told apart.
     """
-    names = [p.name for p in PLANTED[task]]
+    names = [p.name for p in PLANTED[task] if regressors[0][p.name].ndim == 1]
     return {
         "task": task,
         "seed": seed,
@@ -633,9 +666,14 @@ def _simulate_run(rng: np.random.Generator, baseline: np.ndarray, regressors: di
     """BOLD of one run, ``n_volumes x n_brain_voxels``, and its head motion."""
     moves = motion(rng, n_volumes)
     data = baseline + simulate_noise(rng, n_volumes, len(baseline), moves)
-    for name, x in regressors.items():
-        data += np.outer(x, gains[name])
+    for name, x in regressors.items():  # x: volumes (x factors); gains: (factors x) voxels
+        data += x.reshape(n_volumes, -1) @ gains[name].reshape(-1, data.shape[1])
     return data, moves
+
+
+def _spatial_pattern(planted: Planted, rng: np.random.Generator, n_voxels: int) -> np.ndarray:
+    """1 for a planted feature with one regressor; one standard normal pattern per factor for ``latent``."""
+    return rng.standard_normal((N_LATENT_FACTORS, n_voxels)) if planted.name == "latent" else np.ones(n_voxels)
 
 
 def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mask: np.ndarray,
@@ -652,7 +690,9 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
         # one stream per planted feature, so adding a feature never changes the others' amplitudes
         amplitudes = {p.name: round(p.amplitude * _rng(seed, "amplitude", index, t, k).uniform(1 - jitter, 1 + jitter), 4)
                       for k, p in enumerate(planted)}
-        gains = {name: amplitudes[name] * NOISE["noise_sd"] * w[mask] for name, w in weights.items()}
+        gains = {p.name: amplitudes[p.name] * NOISE["noise_sd"] * weights[p.name][mask]
+                 * _spatial_pattern(p, _rng(seed, "pattern", index, t, k), int(mask.sum()))
+                 for k, p in enumerate(planted)}
         all_regressors = []
         for run in range(1, task.n_runs + 1):
             events = _events(task, run, index, seed, stim_files, word_runs)

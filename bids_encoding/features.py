@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import UserError
 from .plugin_api import FeatureSet
-from .plugin_manager import Registered, installed_plugins, instantiate
+from .plugin_manager import Registered, Registry, installed_plugins, instantiate
 from .stimuli import Stimuli, stimuli_from_events
 
 log = logging.getLogger("bids_encoding")
@@ -87,7 +87,7 @@ def cache_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / key[:2] / f"{key}.npz"
 
 
-def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: dict[str, Registered] | None = None,
+def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: Registry | None = None,
             cache_dir: Path | None = None) -> tuple[FeatureSet, dict[str, Any]]:
     """Features of one run's events for the extractor named by ``spec``, with provenance (from the cache if there)."""
     extractor, entry = instantiate(spec, registry if registry is not None else installed_plugins())
@@ -107,6 +107,15 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: di
             return features, {**provenance, "Spec": spec, "Events": str(events_file)}
         except (OSError, ValueError, KeyError):
             log.warning("ignoring an unreadable cache entry %s", cached)
+    features = run_extractor(extractor, entry, stimuli, events_file)
+    provenance = {"Plugin": entry.provenance(), "Options": options, "Details": features.info}
+    if cached is not None:
+        _store_in_cache(features, provenance, cached)
+    return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+
+
+def run_extractor(extractor: Any, entry: Registered, stimuli: Stimuli, events_file: Path | None = None) -> FeatureSet:
+    """The extractor's checked features of ``stimuli``; a plugin's failure becomes a :class:`UserError`."""
     try:
         features = extractor.extract(stimuli)
         features.check(len(stimuli))
@@ -118,10 +127,7 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: di
             path=events_file,
             fix="Check the stimuli this events file lists and the extractor's options; if they are right, report it to the plugin's authors",
         ) from None
-    provenance = {"Plugin": entry.provenance(), "Options": options, "Details": features.info}
-    if cached is not None:
-        _store_in_cache(features, provenance, cached)
-    return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+    return features
 
 
 def _store_in_cache(features: FeatureSet, provenance: dict[str, Any], path: Path) -> None:

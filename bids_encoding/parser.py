@@ -108,7 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="radius of the searchlight spheres in mm")
     decode.add_argument("--no-searchlight", action="store_true", help="whole-pattern decoding only")
     decode.add_argument("--roi", type=_existing_file, metavar="FILE",
-                        help="a mask image in the data's space: decode (and centre searchlights) within it")
+                        help="a mask image in the data's space: decode (and centre searchlights) within it, or embed it")
+    embed = parser.add_argument_group("embedding (--analysis embedding)")
+    embed.add_argument("--embedder", action="extend", nargs="+", metavar="NAME[:key=value,...]",
+                       help="brain embedders (repeatable), e.g. sae:latents=16,k=2 pca:latents=16 (default: pca)")
+    embed.add_argument("--samples", choices=("trials", "trs"), default="trials",
+                       help="what the embedder learns from: one pattern per trial (LSS betas) or per volume")
+    embed.add_argument("--region", metavar="LABEL",
+                       help="an --atlas label (name from its TSV, or index): the region embedded (or give --roi; "
+                            "default: the brain mask)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")

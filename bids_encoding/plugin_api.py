@@ -28,11 +28,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from pathlib import Path
+
 import numpy as np
 
 from .errors import UserError
 from .hookspecs import hookimpl
-from .stimuli import MODALITIES, Images, Stimuli, Trials, Words
+from .stimuli import MODALITIES, Images, Stimuli, Trials, Words, sentences_from_punctuation
 
 __all__ = [
     "hookimpl",
@@ -43,6 +45,9 @@ __all__ = [
     "int_list",
     "str_list",
     "layer_indices",
+    "extract_features",
+    "words_from_text",
+    "EXAMPLE_TEXT",
     "UserError",
     "Words",
     "Images",
@@ -50,6 +55,16 @@ __all__ = [
 ]
 
 LABEL = re.compile(r"^[A-Za-z0-9]*$")
+EXAMPLE_TEXT = Path(__file__).parent / "data" / "story.txt"
+"""An original short story shipped with bids-encoding (the example dataset's ``lpp`` task): a small default corpus."""
+
+
+def words_from_text(text: str, rate: float = 3.0) -> Words:
+    """The words of a text (split on white space, punctuation kept), one every ``1 / rate`` s, sentences from
+    punctuation: stimuli for running a text extractor on a corpus rather than on a run's events."""
+    tokens = tuple(text.split())
+    return Words(onset=np.arange(len(tokens)) / rate, duration=np.zeros(len(tokens)), text=tokens,
+                 sentence=sentences_from_punctuation(tokens), source="corpus")
 
 
 def int_list(raw: str) -> list[int]:
@@ -189,20 +204,57 @@ class FeatureExtractor(_Configurable):
 
 
 class BrainEmbedder(_Configurable):
-    """Base class of a brain embedder: learns latents from samples x voxels, without labels.
+    """Base class of a brain embedder: learns a latent code of brain samples, without labels.
 
-    Follows scikit-learn's conventions: ``fit(X)`` returns self, ``transform(X)``
-    returns ``n_samples x n_latents``.
+    Follows scikit-learn's conventions. Subclasses set ``name``, ``description`` and
+    ``options`` (the latent size is the option ``latents``) and implement:
+
+    * ``fit(X, X_val=None, *, seed=0)``: learn from ``X`` (training samples x voxels,
+      float32, each voxel z-scored within its run); ``X_val`` holds held-out samples of
+      other runs, for early stopping; everything random is seeded by ``seed``, so that
+      the same inputs give the same weights on CPU. Returns self.
+    * ``transform(X)``: ``n_samples x n_latents``.
+    * ``inverse_transform(Z)``: the samples the latents reconstruct (for the held-out R²).
+    * ``get_weights()`` / ``set_weights(weights)``: the learned parameters as named
+      arrays; the host saves them as safetensors, and ``set_weights`` on a fresh
+      instance with the same options restores a fitted embedder.
+
+    After ``fit``, ``info_`` may hold facts for the sidecar (epochs, losses).
     """
 
     kind: ClassVar[str] = "brain embedder"
     modality: ClassVar[str] = "brain"
 
-    def fit(self, X: np.ndarray) -> "BrainEmbedder":  # pragma: no cover - interface
+    def fit(self, X: np.ndarray, X_val: np.ndarray | None = None, *, seed: int = 0) -> "BrainEmbedder":  # pragma: no cover
         raise NotImplementedError
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_weights(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> "BrainEmbedder":  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def extract_features(spec: str, stimuli: Stimuli) -> FeatureSet:
+    """Run another installed feature extractor, named by a spec such as ``gpt2:layers=6``, on ``stimuli``.
+
+    For extractors built on others' features (e.g. sparse codes of a language model's
+    activations). Errors in the spec or in the other extractor are :class:`UserError`.
+    """
+    from .features import run_extractor
+    from .plugin_manager import installed_plugins, instantiate
+
+    extractor, entry = instantiate(spec, installed_plugins())
+    if extractor.modality != stimuli.modality:
+        raise UserError(f"feature extractor '{entry.name}' reads {extractor.modality} stimuli, not {stimuli.modality}",
+                        fix="Name a source extractor of the same modality as the stimuli")
+    return run_extractor(extractor, entry, stimuli)
 
 
 KNOWN_MODALITIES = tuple(MODALITIES)

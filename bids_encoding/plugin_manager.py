@@ -14,12 +14,14 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
+from . import embedders as builtin_embedders
 from .errors import UserError
 from .plugin_api import KNOWN_MODALITIES, BrainEmbedder, FeatureExtractor
 
 NAME = re.compile(r"^[a-z][a-z0-9]*$")
 KINDS = {"feature extractor": FeatureExtractor, "brain embedder": BrainEmbedder}
+FLAGS = {"feature extractor": "--features", "brain embedder": "--embedder"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def get_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     """A plugin manager with our hookspecs and, by default, every installed plugin."""
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
+    pm.register(builtin_embedders, name="builtin")
     if load_entrypoints:
         try:
             pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
@@ -78,27 +81,44 @@ def _distributions(pm: pluggy.PluginManager) -> dict[int, tuple[str, str]]:
     return {id(plugin): (dist.project_name, dist.version) for plugin, dist in pm.list_plugin_distinfo()}
 
 
-def collect(pm: pluggy.PluginManager) -> dict[str, Registered]:
-    """Every extractor and embedder the plugins register, by name."""
-    found: dict[str, Registered] = {}
-    dists = _distributions(pm)
-    for hook_name, base in (("register_feature_extractors", FeatureExtractor), ("register_brain_embedders", BrainEmbedder)):
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            dist, version = dists.get(id(impl.plugin), (f"(not installed: {plugin_name})", "unknown"))
+Registry = dict[str, dict[str, Registered]]
+"""What the plugins provide: kind (``"feature extractor"``, ``"brain embedder"``) -> name -> class.
 
-            def register(cls, _base=base, _plugin=plugin_name, _dist=dist, _version=version):
+Names are unique within a kind only, so one plugin may offer ``sae`` both as a brain
+embedder (``--embedder sae``) and as a feature extractor (``--features sae:source=gpt2``).
+"""
+
+HOOKS = {"feature extractor": "register_feature_extractors", "brain embedder": "register_brain_embedders"}
+
+
+def collect(pm: pluggy.PluginManager) -> Registry:
+    """Every extractor and embedder the plugins register, by kind and name."""
+    found: Registry = {kind: {} for kind in KINDS}
+    dists = _distributions(pm)
+    for kind, base in KINDS.items():
+        for impl in getattr(pm.hook, HOOKS[kind]).get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+            dist, version = dists.get(id(impl.plugin), _builtin(impl.plugin, plugin_name))
+
+            def register(cls, _base=base, _kind=kind, _plugin=plugin_name, _dist=dist, _version=version):
                 _validate(cls, _base, _plugin)
-                if cls.name in found:
-                    other = found[cls.name]
+                if cls.name in found[_kind]:
+                    other = found[_kind][cls.name]
                     raise UserError(
-                        f"two plugins register the name '{cls.name}': {other.distribution} and {_dist}",
+                        f"two plugins register the {_kind} name '{cls.name}': {other.distribution} and {_dist}",
                         fix="Uninstall one of them",
                     )
-                found[cls.name] = Registered(cls, _plugin, _dist, _version)
+                found[_kind][cls.name] = Registered(cls, _plugin, _dist, _version)
 
             impl.function(register=register)
     return found
+
+
+def _builtin(plugin: Any, plugin_name: str) -> tuple[str, str]:
+    """Distribution and version of a plugin registered by hand: the core's own, or one a test registered."""
+    if plugin is builtin_embedders:
+        return "bids-encoding", __version__
+    return f"(not installed: {plugin_name})", "unknown"
 
 
 def _validate(cls: Any, base: type, plugin: str) -> None:
@@ -114,7 +134,7 @@ def _validate(cls: Any, base: type, plugin: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def installed_plugins() -> dict[str, Registered]:
+def installed_plugins() -> Registry:
     """What the installed distributions provide (cached for the process)."""
     return collect(get_plugin_manager())
 
@@ -146,23 +166,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip().lower(), options
 
 
-def instantiate(spec: str, registry: dict[str, Registered], kind: str = "feature extractor") -> tuple[Any, Registered]:
+def instantiate(spec: str, registry: Registry, kind: str = "feature extractor") -> tuple[Any, Registered]:
     """Build a configured plugin object from a spec string, or explain what is wrong."""
     name, raw = parse_spec(spec)
-    known = sorted(n for n, r in registry.items() if r.kind == kind)
-    if name not in registry or registry[name].kind != kind:
+    of_kind = registry.get(kind, {})
+    if name not in of_kind:
         raise UserError(
-            f"no {kind} called '{name}' is installed (known: {', '.join(known) or 'none'})",
+            f"no {kind} called '{name}' is installed (known: {', '.join(sorted(of_kind)) or 'none'})",
             fix="Check the spelling, or install the plugin that provides it; 'bids-encoding plugins' lists them",
         )
-    entry = registry[name]
+    entry = of_kind[name]
     options = entry.cls.options
     values = {}
     for key, value in raw.items():
         if key not in options:
             raise UserError(
                 f"{kind} '{name}' has no option '{key}' (valid options: {', '.join(options) or 'none'})",
-                fix=f"Use one of its options, e.g. --features {name}:{next(iter(options), 'key')}=VALUE",
+                fix=f"Use one of its options, e.g. {FLAGS[kind]} {name}:{next(iter(options), 'key')}=VALUE",
             )
         try:
             values[key] = options[key].parse(value)

@@ -42,7 +42,7 @@ def with_plugin(obj, name="intest"):
 
 
 def test_builtin_plugins_are_found_through_entry_points():
-    plugins = installed_plugins()
+    plugins = installed_plugins()["feature extractor"]
     assert {"wordrate", "wordlength", "frequency", "trialtype"} <= set(plugins)
     assert plugins["trialtype"].distribution == "bids-encoding-trialtype"
     assert plugins["wordrate"].version == "0.1.0"
@@ -138,14 +138,14 @@ def test_two_plugins_with_one_name_are_refused():
             register(type("WordRate2", (FeatureExtractor,), {"name": "wordrate", "modality": "text"}))
 
     pm = with_plugin(Again, "again")
-    with pytest.raises(UserError, match="two plugins register the name 'wordrate'"):
+    with pytest.raises(UserError, match="two plugins register the feature extractor name 'wordrate'"):
         collect(pm)
 
 
 def list_plugins_in_subprocess(pythonpath: str | None) -> dict:
     env = {"PYTHONPATH": pythonpath} if pythonpath else {}
     code = ("import json; from bids_encoding.plugin_manager import installed_plugins; "
-            "print(json.dumps({n: r.distribution for n, r in installed_plugins().items()}))")
+            "print(json.dumps({n: r.distribution for n, r in installed_plugins()['feature extractor'].items()}))")
     import json
     import os
 
@@ -174,6 +174,36 @@ for module in pkgutil.walk_packages(bids_encoding.__path__, "bids_encoding."):
 loaded = [m for m in sys.modules if m.startswith(("bids_encoding_", "torch", "transformers"))]
 assert not loaded, loaded
 from bids_encoding.plugin_manager import installed_plugins
-assert "wordrate" in installed_plugins()
+assert "wordrate" in installed_plugins()["feature extractor"]
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_name_may_serve_two_kinds_and_the_builtin_pca_comes_from_the_core():
+    from bids_encoding.embedders import PCAEmbedder
+    from bids_encoding.plugin_api import BrainEmbedder
+
+    class Both:
+        @staticmethod
+        @hookimpl
+        def register_feature_extractors(register):
+            register(Layered)
+
+        @staticmethod
+        @hookimpl
+        def register_brain_embedders(register):
+            register(type("LayeredEmbedder", (BrainEmbedder,), {"name": "layered"}))
+
+    pm = with_plugin(Both, "both")
+    try:
+        registry = collect(pm)
+        assert registry["feature extractor"]["layered"].cls is Layered
+        assert registry["brain embedder"]["layered"].kind == "brain embedder"
+        assert registry["brain embedder"]["pca"].cls is PCAEmbedder
+        assert registry["brain embedder"]["pca"].distribution == "bids-encoding"
+        with pytest.raises(UserError, match="no brain embedder called 'wordrate'.*layered, pca"):
+            instantiate("wordrate", registry, "brain embedder")
+        with pytest.raises(UserError, match="--embedder pca:latents=VALUE"):
+            instantiate("pca:size=3", registry, "brain embedder")
+    finally:
+        pm.unregister(name="both")

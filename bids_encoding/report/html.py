@@ -62,6 +62,70 @@ def _maps_section(base: Path, statmaps: list[str], figures_dir: str) -> tuple[li
     return blocks, rows
 
 
+def read_latents(base: Path, relatives: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Latents and condition names of every run of one embedding (its ``_timeseries.tsv.gz`` files), and a sidecar."""
+    import pandas as pd
+
+    latents, conditions, sidecar = [], [], {}
+    for relative in sorted(relatives):
+        path = base / relative
+        sidecar = json.loads(path.with_name(path.name.replace(".tsv.gz", ".json")).read_text())
+        values = pd.read_csv(path, sep="\t", header=None).to_numpy(float)
+        levels = sidecar["condition"]["Levels"]
+        conditions += [levels.get(f"{code:g}", "n/a") for code in values[:, 1]]
+        latents.append(values[:, 2:])
+    return np.concatenate(latents), np.asarray(conditions), sidecar
+
+
+def _tsne_figure(latents: np.ndarray, conditions: np.ndarray, figure: Path, title: str, seed: int) -> None:
+    """The samples' latents in 2D (scikit-learn t-SNE), coloured by condition."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(latents) - 1) // 3)))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for condition in sorted(set(conditions)):
+        chosen = conditions == condition
+        ax.scatter(xy[chosen, 0], xy[chosen, 1], s=12, alpha=0.4 if condition == "n/a" else 0.85,
+                   c="#bbbbbb" if condition == "n/a" else None, label=condition)
+    ax.set(title=title, xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
+    ax.legend(fontsize=8, frameon=False)
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _embedding_section(base: Path, out_files: list[str], figures_dir: str) -> tuple[list[str], list[list[str]]]:
+    """A t-SNE figure and a summary row for every embedding (all runs of one task and embedder together)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for relative in out_files:
+        ents = parse_entities(relative)
+        if ents["suffix"] == "timeseries" and relative.endswith(".tsv.gz"):
+            groups.setdefault((ents.get("task", ""), ents.get("desc", "")), []).append(relative)
+    blocks, rows = [], []
+    for (task, desc), relatives in sorted(groups.items()):
+        latents, conditions, sidecar = read_latents(base, relatives)
+        ents = parse_entities(relatives[0])
+        name = "_".join(f"{key}-{ents[entity]}" for entity, key in (("subject", "sub"), ("session", "ses"))
+                        if ents.get(entity))
+        figure_rel = f"{figures_dir}/{name + '_' if name else ''}task-{task}_desc-{desc}_tsne.png"
+        _tsne_figure(latents, conditions, base / figure_rel, f"{task} · {desc} · t-SNE of the latents",
+                     int(sidecar.get("Seed", 0)))
+        silhouette = sidecar.get("Silhouette", {})
+        rows.append([task, desc, sidecar["Region"]["Name"], sidecar["LatentSize"],
+                     f"{sidecar['HeldOutR2']:.3f} (PCA {sidecar['PCAHeldOutR2']:.3f})",
+                     f"{sidecar['Sparsity']:.2f}", f"{sidecar['DeadLatentFraction']:.2f}",
+                     " / ".join("n/a" if silhouette.get(k) is None else f"{silhouette[k]:.2f}" for k in ("Latents", "Voxels"))])
+        blocks.append(f'<figure><img src="{html.escape(figure_rel)}" alt="t-SNE of {html.escape(desc)}" width="450">'
+                      f"<figcaption>{len(latents)} samples ({html.escape(sidecar['Samples'].split(':')[0])}), "
+                      "coloured by their condition, which the embedder never saw</figcaption></figure>")
+    return blocks, rows
+
+
+EMBEDDING_HEADER = ["task", "embedding", "region", "latents", "held-out R² (PCA, same size)", "active fraction",
+                    "dead latents", "silhouette latents / voxels"]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -80,7 +144,10 @@ HEADER = ["task", "feature space", "max R²", "voxels with R² > 0.05", "cross-v
 def write_subject_report(base: Path, subject: str, out_files: list[str]) -> Path:
     """``sub-XX.html`` at the top of the output folder, figures under ``sub-XX/figures/``."""
     blocks, rows = _maps_section(base, out_files, f"sub-{subject}/figures")
-    body = "<h2>Encoding models</h2>" + _table(HEADER, rows) + "".join(blocks)
+    body = ("<h2>Encoding models</h2>" + _table(HEADER, rows) + "".join(blocks)) if rows else ""
+    blocks, rows = _embedding_section(base, out_files, f"sub-{subject}/figures")
+    if rows:
+        body += "<h2>Latent embeddings</h2>" + _table(EMBEDDING_HEADER, rows) + "".join(blocks)
     report = base / f"sub-{subject}.html"
     atomic_write(report, lambda tmp: tmp.write_text(_page(f"bids-encoding report: sub-{subject}", body), encoding="utf-8"))
     return report

@@ -126,14 +126,27 @@ class FitJointEncoding(FitEncoding):
     joint = True
 
 
-class _FitDecodingInputSpec(BaseInterfaceInputSpec):
+class _TaskRunsInputSpec(BaseInterfaceInputSpec):
+    """The runs of one task, as the decoding and embedding stages read them."""
+
     bold_files = InputMultiObject(File(exists=True), mandatory=True)
     events_files = traits.List(File(exists=True), mandatory=True)
     trs = traits.List(traits.Float, mandatory=True)
     mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
     confound_files = traits.List(traits.Str, desc="confounds TSV per run, '' where none")
+    options = traits.Dict(desc="the stage's options as a dict")
+
+
+class _FitDecodingInputSpec(_TaskRunsInputSpec):
     feature_files = traits.List(traits.List(File(exists=True)), desc="per extractor, one features file per run")
-    options = traits.Dict(desc="bids_encoding.decoding.DecodingOptions as a dict")
+
+
+def _task_runs(inputs) -> dict:
+    """The run arguments of :func:`~bids_encoding.decoding.fit_decoding` and :func:`~bids_encoding.embedding.fit_embedding`."""
+    n = len(inputs.bold_files)
+    return {"bold_files": [Path(b) for b in inputs.bold_files], "events_files": [Path(e) for e in inputs.events_files],
+            "trs": list(inputs.trs), "mask_files": _optional_paths(inputs.mask_files, n),
+            "confound_files": _optional_paths(inputs.confound_files, n)}
 
 
 class FitDecoding(SimpleInterface):
@@ -146,13 +159,26 @@ class FitDecoding(SimpleInterface):
     def _run_interface(self, runtime):
         from ..decoding import DecodingOptions, fit_decoding
 
-        n = len(self.inputs.bold_files)
         self._results["outputs"] = fit_decoding(
-            [Path(b) for b in self.inputs.bold_files], [Path(e) for e in self.inputs.events_files],
-            list(self.inputs.trs), Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
-            confound_files=_optional_paths(self.inputs.confound_files, n),
+            out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
             feature_files=[[Path(f) for f in group] for group in (self.inputs.feature_files or [])] or None,
             options=DecodingOptions.from_dict(self.inputs.options or {}),
+        )
+        return runtime
+
+
+class FitEmbedding(SimpleInterface):
+    """Brain embedders fitted on a region's samples, with held-out reconstruction and decoding from the latents."""
+
+    input_spec = _TaskRunsInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..embedding import EmbeddingOptions, fit_embedding
+
+        self._results["outputs"] = fit_embedding(
+            out_dir=Path(runtime.cwd), **_task_runs(self.inputs), options=EmbeddingOptions.from_dict(self.inputs.options or {}),
         )
         return runtime
 

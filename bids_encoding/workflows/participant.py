@@ -19,8 +19,9 @@ from ..bids_io import BoldRun
 from ..config import RunConfig
 from ..derivatives import dataset_links
 from ..errors import UserError
-from ..plugin_manager import Registered, instantiate
-from .interfaces import DerivativesSink, ExtractFeatures, FitDecoding, FitEncoding, FitJointEncoding, SubjectReport
+from ..plugin_manager import Registered, Registry, instantiate
+from .interfaces import (DerivativesSink, ExtractFeatures, FitDecoding, FitEmbedding, FitEncoding, FitJointEncoding,
+                         SubjectReport)
 
 
 def node_name(text: str) -> str:
@@ -82,11 +83,7 @@ def init_task_decoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     inputnode = _runs_inputnode(runs)
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
     fit = pe.Node(FitDecoding(options=options), name="fit_decoding", n_procs=n_cpus)
-    wf.connect([
-        (inputnode, fit, [("bold_files", "bold_files"), ("events_files", "events_files"), ("mask_files", "mask_files"),
-                          ("confound_files", "confound_files"), ("trs", "trs")]),
-        (fit, outputnode, [("outputs", "outputs")]),
-    ])
+    wf.connect([(inputnode, fit, [(field, field) for field in RUN_FIELDS]), (fit, outputnode, [("outputs", "outputs")])])
     if models:
         merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features")
         for index, (spec, plugin) in enumerate(models, start=1):
@@ -97,10 +94,25 @@ def init_task_decoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     return wf
 
 
+def init_task_embedding_wf(task: str, runs: list[BoldRun], options: dict, name: str, n_cpus: int = 1) -> pe.Workflow:
+    """Every brain embedder fitted on one task's samples, with its evaluation.
+
+    Outputs ``outputnode.outputs``: latents per run, weights and decoding tables, with entities and metadata.
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = _runs_inputnode(runs)
+    outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
+    fit = pe.Node(FitEmbedding(options=options), name="fit_embedding", n_procs=n_cpus)
+    wf.connect([(inputnode, fit, [(field, field) for field in RUN_FIELDS]), (fit, outputnode, [("outputs", "outputs")])])
+    return wf
+
+
+RUN_FIELDS = ("events_files", "bold_files", "mask_files", "confound_files", "trs")
+
+
 def _runs_inputnode(runs: list[BoldRun]) -> pe.Node:
     """The runs of one task as lists, one entry per run, in a workflow's inputnode."""
-    inputnode = pe.Node(IdentityInterface(fields=["events_files", "bold_files", "mask_files", "confound_files", "trs"]),
-                        name="inputnode")
+    inputnode = pe.Node(IdentityInterface(fields=list(RUN_FIELDS)), name="inputnode")
     inputnode.inputs.events_files = [str(r.events) for r in runs]
     inputnode.inputs.bold_files = [str(r.bold) for r in runs]
     inputnode.inputs.mask_files = [str(r.mask) if r.mask else "" for r in runs]
@@ -143,7 +155,23 @@ def decoding_tasks(runs: list[BoldRun], contrast: str) -> list[str]:
     return found
 
 
-def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str, Registered],
+def embedding_tasks(runs: list[BoldRun], contrast: str, samples: str) -> list[str]:
+    """The tasks to embed: those holding the contrast when one is given; for trial samples, those whose events
+    have the condition column; for volume samples, every task."""
+    if contrast:
+        return decoding_tasks(runs, contrast)
+    if samples == "trs":
+        return list(runs_by_task(runs))
+    from ..stimuli import read_events
+
+    found = [task for task, task_runs in runs_by_task(runs).items() if "trial_type" in read_events(task_runs[0].events)]
+    if not found:
+        raise UserError("trial samples need a trial_type column in the events, and no selected task has one",
+                        path=runs[0].events, fix="Name the column with --decode COLUMN=A,B, or embed volumes with --samples trs")
+    return found
+
+
+def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: Registry,
                 required: bool = True) -> list[tuple[str, str, Registered]]:
     """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality.
 
@@ -176,7 +204,7 @@ def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: dict[str,
     return plan
 
 
-def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], registry: dict[str, Registered],
+def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], registry: Registry,
                         stage_dir: Path, provenance: dict) -> pe.Workflow:
     """All models of one subject, their derivatives and the subject's report."""
     wf = pe.Workflow(name=f"sub_{node_name(subject)}_wf")
@@ -187,6 +215,8 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     by_task: dict[str, list[tuple[str, Registered]]] = defaultdict(list)
     if config.analysis == "decoding":
         by_task.update({task: [] for task in decoding_tasks(runs, config.decode)})
+    if config.analysis == "embedding":
+        by_task.update({task: [] for task in embedding_tasks(runs, config.decode, config.samples)})
     for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding"):
         if config.analysis == "encoding" or task in by_task:
             by_task[task].append((spec, entry))
@@ -194,7 +224,10 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     merge = pe.Node(Merge(len(by_task)), name="merge_outputs")
     for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
-        if config.analysis == "decoding":
+        if config.analysis == "embedding":
+            task_wf = init_task_embedding_wf(task, task_runs, config.embedding_options(),
+                                             name=node_name(f"{task}_embedding_wf"), n_cpus=n_cpus)
+        elif config.analysis == "decoding":
             task_wf = init_task_decoding_wf(task, models, task_runs, stimuli_dir, config.decoding_options(),
                                             name=node_name(f"{task}_decoding_wf"), feature_cache=config.feature_cache,
                                             n_cpus=n_cpus)

@@ -129,7 +129,7 @@ def test_default_vocabulary_index_is_read_once_per_process(default_glove):
 
 def test_found_through_the_entry_point_with_options():
     plugins = installed_plugins()
-    assert plugins["glove"].distribution == "bids-encoding-glove"
+    assert plugins["feature extractor"]["glove"].distribution == "bids-encoding-glove"
     extractor, entry = instantiate("glove", plugins)
     assert isinstance(extractor, GloVe) and extractor.modality == "text"
     assert extractor.get_options() == {"path": "", "lowercase": True}

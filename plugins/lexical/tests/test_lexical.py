@@ -31,7 +31,7 @@ def test_frequency_knows_common_words_and_flags_unknown_ones():
 
 def test_found_through_the_entry_point_with_options():
     plugins = installed_plugins()
-    assert {"wordrate", "wordlength", "frequency"} <= set(plugins)
-    assert plugins["wordlength"].distribution == "bids-encoding-lexical"
+    assert {"wordrate", "wordlength", "frequency"} <= set(plugins["feature extractor"])
+    assert plugins["feature extractor"]["wordlength"].distribution == "bids-encoding-lexical"
     extractor, _ = instantiate("wordlength:unit=characters", plugins)
     assert extractor.unit == "characters"
