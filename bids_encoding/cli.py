@@ -144,7 +144,7 @@ def run_app(argv: list[str]) -> int:
 
 
 def _participant_workflow(config):
-    from .bids_io import collect_bold_runs, load_layout, validate_dataset
+    from .bids_io import load_layout, validate_dataset
     from .plugin_manager import installed_plugins
     from .plugin_manager import instantiate
     from .workflows.participant import decoding_tasks, embedding_tasks, plan_models
@@ -158,9 +158,7 @@ def _participant_workflow(config):
                         fix=f"Name at least one feature extractor with --features (installed: {known})")
     layout = load_layout(config.bids_dir, config.derivatives)
     subjects = list(config.participant_label) or layout.get_subjects()
-    runs = {s: collect_bold_runs(layout, s, tasks=config.task, sessions=config.session, runs=config.run,
-                                 space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
-            for s in subjects}
+    runs = {s: _subject_runs(config, layout, s) for s in subjects}
     for subject_runs in runs.values():  # every spec, task and contrast checked before anything runs
         plan_models(subject_runs, config.features, registry, required=config.analysis == "encoding")
         if config.analysis == "decoding":
@@ -181,6 +179,27 @@ def _participant_workflow(config):
         return wf
 
     return build
+
+
+def _subject_runs(config, layout, subject: str):
+    """The subject's BOLD runs, or EEG/MEG recordings (``--datatype``, else the first of func, eeg, meg it has)."""
+    from .bids_io import collect_bold_runs, collect_meeg_runs, datatypes_present
+
+    datatype = config.datatype
+    if datatype is None:
+        present = datatypes_present(layout, subject) if subject in layout.get_subjects() else []
+        datatype = present[0] if present else "func"
+    if datatype == "func":
+        return collect_bold_runs(layout, subject, tasks=config.task, sessions=config.session, runs=config.run,
+                                 space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
+    if config.analysis == "embedding":
+        raise UserError(f"sub-{subject} has no BOLD runs, and --analysis embedding works on fMRI only",
+                        path=config.bids_dir, fix="Use --analysis encoding or decoding on EEG/MEG recordings")
+    if subject not in layout.get_subjects():
+        raise UserError(f"subject '{subject}' is not in the dataset (subjects: {', '.join(layout.get_subjects())})",
+                        path=config.bids_dir, fix="Check --participant-label")
+    return collect_meeg_runs(layout, subject, datatype, tasks=config.task, sessions=config.session, runs=config.run,
+                             filters=config.bids_filters)
 
 
 def _group_workflow(config):

@@ -54,6 +54,16 @@ class RunConfig:
     embedder: tuple[str, ...] = ()
     samples: str = "trials"
     region: str | None = None
+    datatype: str | None = None
+    filter: tuple[float, float] = (0.1, 40.0)
+    resample: float = 100.0
+    epochs: tuple[float, float] = (-0.2, 0.8)
+    baseline: tuple[float, float] | None = None
+    reject_eeg: float = 150.0
+    reject_mag: float = 4000.0
+    reject_grad: float = 4000.0
+    generalize: bool = False
+    trf_lags: tuple[float, float] = (-0.1, 0.6)
     seed: int = 0
     feature_cache: Path | None = None
     n_cpus: int = 1
@@ -81,6 +91,15 @@ class RunConfig:
                 "roi": str(self.roi) if self.roi else None, "atlas": str(self.atlas) if self.atlas else None,
                 "region": self.region, "confounds": list(self.confounds), "hrf_model": self.hrf_model,
                 "classifier": self.classifier, "n_permutations": self.n_permutations, "seed": self.seed}
+
+    def meeg_options(self) -> dict[str, Any]:
+        """The options of the EEG/MEG stages (see bids_encoding.meeg.MEEGOptions)."""
+        return {"contrast": self.decode, "l_freq": self.filter[0] or None, "h_freq": self.filter[1] or None,
+                "resample": self.resample, "tmin": self.epochs[0], "tmax": self.epochs[1],
+                "baseline": list(self.baseline) if self.baseline else [None, 0.0], "reject_eeg": self.reject_eeg,
+                "reject_mag": self.reject_mag, "reject_grad": self.reject_grad, "classifier": self.classifier,
+                "n_permutations": self.n_permutations, "generalize": self.generalize, "trf_tmin": self.trf_lags[0],
+                "trf_tmax": self.trf_lags[1], "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -221,6 +240,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
         EmbeddingOptions(embedders=_as_tuple(args.embedder) or ("pca",), samples=args.samples,
                          contrast=str(args.decode or ""), roi=args.roi, atlas=args.atlas, region=args.region)
+    if args.datatype in ("eeg", "meg"):
+        from .meeg import MEEGOptions
+
+        if args.analysis == "embedding":
+            raise UserError(f"--analysis embedding works on fMRI only, not on --datatype {args.datatype}",
+                            fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
+        MEEGOptions(l_freq=args.filter[0] or None, h_freq=args.filter[1] or None, resample=args.resample,
+                    tmin=args.epochs[0], tmax=args.epochs[1], trf_tmin=args.trf_lags[0], trf_tmax=args.trf_lags[1])
     if int(args.n_permutations) < 0 or float(args.searchlight_radius) <= 0:
         raise UserError("--n-permutations must be >= 0 and --searchlight-radius > 0",
                         fix="e.g. --n-permutations 1000 --searchlight-radius 8")
@@ -265,6 +292,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         embedder=_as_tuple(args.embedder),
         samples=args.samples,
         region=str(args.region) if args.region is not None else None,
+        datatype=args.datatype,
+        filter=(float(args.filter[0]), float(args.filter[1])),
+        resample=float(args.resample),
+        epochs=(float(args.epochs[0]), float(args.epochs[1])),
+        baseline=(float(args.baseline[0]), float(args.baseline[1])) if args.baseline else None,
+        reject_eeg=float(args.reject_eeg),
+        reject_mag=float(args.reject_mag),
+        reject_grad=float(args.reject_grad),
+        generalize=bool(args.generalize),
+        trf_lags=(float(args.trf_lags[0]), float(args.trf_lags[1])),
         seed=int(args.seed),
         feature_cache=feature_cache,
         n_cpus=n_cpus,

@@ -91,6 +91,12 @@ BIDSIGNORE = """*.html
 *_timeseries.json
 *_weights.safetensors
 *_weights.json
+*_encoding.tsv
+*_encoding.json
+*_trf.tsv.gz
+*_trf.json
+*_ave.fif
+*_ave.json
 group
 """
 
@@ -197,7 +203,8 @@ def commit(stage: Path, output_dir: Path) -> list[Path]:
 
 def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None,
                   links: dict[str, str] | None = None) -> list[str]:
-    """Copy each output (``in_file``, ``entities``, ``suffix``, ``metadata``) to its BIDS name, with a sidecar.
+    """Copy each output (``in_file``, ``entities``, ``suffix``, ``metadata``, optional ``datatype``: func, eeg or
+    meg) to its BIDS name, with a sidecar.
 
     ``Sources`` given as paths become BIDS URIs into ``links``. Returns the paths written, relative to ``base``.
     """
@@ -206,7 +213,8 @@ def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, 
     for output in outputs:
         source = Path(output["in_file"])
         extension = "".join(source.suffixes)
-        relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension)
+        relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension,
+                                   output.get("datatype", "func"))
         if str(relative) in written:  # e.g. the task's brain mask, returned by every model of the task
             continue
         copy_file(source, base / relative)

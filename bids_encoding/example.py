@@ -187,7 +187,7 @@ NOISE: dict[str, float] = {
 """Parameters of the simulated noise; also written to each ``*_truth.json``."""
 
 # Independent random streams, so that changing one part never changes another.
-_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7}
+_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7, "eeg": 8}
 
 
 def _rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
@@ -707,12 +707,30 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
                          _gz_bytes(_mask_image(w > 0, affine)))
 
 
-def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 0, overwrite: bool = False) -> Path:
+def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str], word_runs: list[pd.DataFrame],
+                       eeg_format: str) -> None:
+    """The subject's EEG runs (:mod:`bids_encoding.example_meeg`): faces with an N170, the story with a planted TRF."""
+    from . import example_meeg as eeg
+
+    sub = f"{index:02d}"
+    for run in (1, 2):
+        events = eeg.eeg_trial_events(stim_files, _rng(seed, "eeg", index, 0, run))
+        data = eeg.simulate_faces_run(events, _rng(seed, "eeg", index, 1, run))
+        eeg.write_eeg_run(root, sub, "faces", run, data, events, eeg_format)
+    for run, events in enumerate(word_runs, start=1):
+        data = eeg.simulate_words_run(events, TASKS["lpp"].duration, _rng(seed, "eeg", index, 2, run))
+        eeg.write_eeg_run(root, sub, "lpp", run, data, events, eeg_format)
+
+
+def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 0, overwrite: bool = False,
+                          eeg: bool = True, eeg_format: str = "BrainVision") -> Path:
     """Write the example dataset into ``path`` and return it (absolute).
 
     The same ``seed`` always gives the same files. ``path`` must be absent or
     empty unless ``overwrite`` is true, in which case it must hold an earlier
-    example dataset, which is deleted first.
+    example dataset, which is deleted first. With ``eeg``, every subject also has
+    simulated EEG of both tasks (:mod:`bids_encoding.example_meeg`) in ``eeg_format``
+    (BrainVision, EDF or FIF).
     """
     root = Path(path).expanduser().absolute()
     if not 1 <= n_subjects <= MAX_SUBJECTS:
@@ -732,6 +750,8 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
     word_runs = [word_events(part, TASKS["lpp"].duration, _rng(seed, "story", run)) for run, part in enumerate(parts, 1)]
     for index in range(1, n_subjects + 1):
         _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, word_runs)
+        if eeg:
+            _write_subject_eeg(root, index, seed, stim_files, word_runs, eeg_format)
     return root
 
 

@@ -117,6 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--region", metavar="LABEL",
                        help="an --atlas label (name from its TSV, or index): the region embedded (or give --roi; "
                             "default: the brain mask)")
+    meeg = parser.add_argument_group("EEG and MEG (--datatype eeg or meg)")
+    meeg.add_argument("--datatype", choices=("func", "eeg", "meg"),
+                      help="which recordings to model (default: func when the subject has BOLD, else eeg, else meg)")
+    meeg.add_argument("--filter", nargs=2, type=float, default=[0.1, 40.0], metavar=("LOW", "HIGH"),
+                      help="band-pass filter edges in Hz (FIR, zero-phase)")
+    meeg.add_argument("--resample", type=float, default=100.0, metavar="HZ", help="sampling rate after filtering")
+    meeg.add_argument("--epochs", nargs=2, type=float, default=[-0.2, 0.8], metavar=("TMIN", "TMAX"),
+                      help="epoch window around each trial's onset, in s (decoding)")
+    meeg.add_argument("--baseline", nargs=2, type=float, metavar=("START", "END"),
+                      help="baseline window in s (default: the epoch's start to 0)")
+    meeg.add_argument("--reject-eeg", type=float, default=150.0, metavar="UV",
+                      help="drop epochs whose EEG peak-to-peak amplitude exceeds this (µV; 0: keep all)")
+    meeg.add_argument("--reject-mag", type=float, default=4000.0, metavar="FT", help="the same for magnetometers (fT)")
+    meeg.add_argument("--reject-grad", type=float, default=4000.0, metavar="FT_CM",
+                      help="the same for gradiometers (fT/cm)")
+    meeg.add_argument("--generalize", action="store_true",
+                      help="also train at every time and test at every other (temporal generalization)")
+    meeg.add_argument("--trf-lags", nargs=2, type=float, default=[-0.1, 0.6], metavar=("TMIN", "TMAX"),
+                      help="lags of the temporal response functions in s (encoding)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")

@@ -2,5 +2,7 @@
 
 from .dataset import check_dataset, load_layout, validate_dataset
 from .fmri import BoldRun, collect_bold_runs
+from .meeg import MEEGRun, collect_meeg_runs, datatypes_present, read_recording
 
-__all__ = ["BoldRun", "check_dataset", "collect_bold_runs", "load_layout", "validate_dataset"]
+__all__ = ["BoldRun", "MEEGRun", "check_dataset", "collect_bold_runs", "collect_meeg_runs", "datatypes_present",
+           "load_layout", "read_recording", "validate_dataset"]

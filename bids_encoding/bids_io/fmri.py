@@ -131,7 +131,8 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
             confounds = _one(layout.get(suffix="timeseries", desc="confounds", scope="derivatives", extension=".tsv",
                                         **{k: v for k, v in ents.items()}), "confounds", raw_path)
             run_space = space
-        events = _one(layout.get(scope="raw", suffix="events", extension=".tsv", **ents), "events", raw_path)
+        events = _one([f for f in layout.get(scope="raw", suffix="events", extension=".tsv", **ents)
+                       if f.entities.get("datatype") in (None, "func")], "events", raw_path)  # not an EEG run's
         if events is None:
             raise UserError("this run has no events.tsv", path=raw_path,
                             fix=f"Add {raw_path.name.split('_bold')[0]}_events.tsv (or a task-level events file) with onset, duration and stimulus columns")

@@ -183,6 +183,55 @@ class FitEmbedding(SimpleInterface):
         return runtime
 
 
+class _MEEGRunsInputSpec(BaseInterfaceInputSpec):
+    recording_files = InputMultiObject(File(exists=True), mandatory=True,
+                                       desc="the recordings (their content is hashed: a changed file reruns the node)")
+    events_files = traits.List(File(exists=True), mandatory=True)
+    runs = traits.List(traits.Dict, mandatory=True, desc="each run's bids_encoding.bids_io.MEEGRun fields")
+    options = traits.Dict(desc="bids_encoding.meeg.MEEGOptions as a dict")
+
+
+class _FitTRFInputSpec(_MEEGRunsInputSpec):
+    feature_files = traits.List(File(exists=True), mandatory=True, desc="one features file per run")
+
+
+def _meeg_runs(inputs) -> list:
+    from ..bids_io.meeg import MEEGRun
+
+    return [MEEGRun(**{**fields, "recording": Path(fields["recording"]), "events": Path(fields["events"])})
+            for fields in inputs.runs]
+
+
+class FitTimeDecoding(SimpleInterface):
+    """Time-resolved decoding of a contrast from EEG or MEG epochs, with time-cluster permutation p-values."""
+
+    input_spec = _MEEGRunsInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..meeg import MEEGOptions, fit_time_decoding
+
+        self._results["outputs"] = fit_time_decoding(_meeg_runs(self.inputs), Path(runtime.cwd),
+                                                     MEEGOptions.from_dict(self.inputs.options or {}))
+        return runtime
+
+
+class FitTRF(SimpleInterface):
+    """Temporal response functions from one extractor's features to every EEG or MEG channel."""
+
+    input_spec = _FitTRFInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..meeg import MEEGOptions, fit_trf
+
+        self._results["outputs"] = fit_trf(_meeg_runs(self.inputs), [Path(f) for f in self.inputs.feature_files],
+                                           Path(runtime.cwd), MEEGOptions.from_dict(self.inputs.options or {}))
+        return runtime
+
+
 class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
     base_directory = traits.Str(mandatory=True, desc="the staging folder of this invocation")
     entities = traits.Dict(mandatory=True, desc="entities shared by every output (subject, task, space)")

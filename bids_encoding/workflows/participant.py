@@ -15,13 +15,13 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
-from ..bids_io import BoldRun
+from ..bids_io import BoldRun, MEEGRun
 from ..config import RunConfig
 from ..derivatives import dataset_links
 from ..errors import UserError
 from ..plugin_manager import Registered, Registry, instantiate
 from .interfaces import (DerivativesSink, ExtractFeatures, FitDecoding, FitEmbedding, FitEncoding, FitJointEncoding,
-                         SubjectReport)
+                         FitTimeDecoding, FitTRF, SubjectReport)
 
 
 def node_name(text: str) -> str:
@@ -108,6 +108,49 @@ def init_task_embedding_wf(task: str, runs: list[BoldRun], options: dict, name: 
 
 
 RUN_FIELDS = ("events_files", "bold_files", "mask_files", "confound_files", "trs")
+RECORDING_FIELDS = ("recording_files", "events_files", "runs")
+
+
+def _recordings_inputnode(runs: list[MEEGRun]) -> pe.Node:
+    """The EEG/MEG runs of one task as lists, one entry per run, in a workflow's inputnode."""
+    inputnode = pe.Node(IdentityInterface(fields=list(RECORDING_FIELDS)), name="inputnode")
+    inputnode.inputs.recording_files = [str(r.recording) for r in runs]
+    inputnode.inputs.events_files = [str(r.events) for r in runs]
+    inputnode.inputs.runs = [{"subject": r.subject, "task": r.task, "recording": str(r.recording), "events": str(r.events),
+                              "datatype": r.datatype, "sfreq": r.sfreq, "session": r.session, "run": r.run}
+                             for r in runs]
+    return inputnode
+
+
+def init_task_time_decoding_wf(task: str, runs: list[MEEGRun], options: dict, name: str, n_cpus: int = 1) -> pe.Workflow:
+    """Time-resolved decoding of one EEG/MEG task's contrast. Outputs ``outputnode.outputs``."""
+    wf = pe.Workflow(name=name)
+    inputnode = _recordings_inputnode(runs)
+    outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
+    fit = pe.Node(FitTimeDecoding(options=options), name="fit_time_decoding", n_procs=n_cpus)
+    wf.connect([(inputnode, fit, [(field, field) for field in RECORDING_FIELDS]),
+                (fit, outputnode, [("outputs", "outputs")])])
+    return wf
+
+
+def init_task_trf_wf(task: str, models: list[tuple[str, Registered]], runs: list[MEEGRun], stimuli_dir: Path | None,
+                     options: dict, name: str, feature_cache: Path | None = None, n_cpus: int = 1) -> pe.Workflow:
+    """Features of every run for each extractor, then one TRF fit per extractor. Outputs ``outputnode.outputs``."""
+    wf = pe.Workflow(name=name)
+    inputnode = _recordings_inputnode(runs)
+    outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
+    merge_outputs = pe.Node(Merge(len(models)), name="merge_outputs")
+    for index, (spec, plugin) in enumerate(models, start=1):
+        extract = _extract_node(spec, plugin, stimuli_dir, feature_cache)
+        fit = pe.Node(FitTRF(options=options), name=node_name(f"fit_trf_{spec}"), n_procs=n_cpus)
+        wf.connect([
+            (inputnode, extract, [("events_files", "events_file")]),
+            (inputnode, fit, [(field, field) for field in RECORDING_FIELDS]),
+            (extract, fit, [("features_file", "feature_files")]),
+            (fit, merge_outputs, [("outputs", f"in{index}")]),
+        ])
+    wf.connect(merge_outputs, "out", outputnode, "outputs")
+    return wf
 
 
 def _runs_inputnode(runs: list[BoldRun]) -> pe.Node:
@@ -204,7 +247,7 @@ def plan_models(runs: list[BoldRun], specs: tuple[str, ...], registry: Registry,
     return plan
 
 
-def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], registry: Registry,
+def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun] | list[MEEGRun], registry: Registry,
                         stage_dir: Path, provenance: dict) -> pe.Workflow:
     """All models of one subject, their derivatives and the subject's report."""
     wf = pe.Workflow(name=f"sub_{node_name(subject)}_wf")
@@ -224,7 +267,15 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
     merge = pe.Node(Merge(len(by_task)), name="merge_outputs")
     for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
-        if config.analysis == "embedding":
+        entities = {"subject": subject, "task": task, "space": getattr(task_runs[0], "space", None)}
+        if isinstance(task_runs[0], MEEGRun) and config.analysis == "decoding":
+            task_wf = init_task_time_decoding_wf(task, task_runs, config.meeg_options(),
+                                                 name=node_name(f"{task}_time_decoding_wf"), n_cpus=n_cpus)
+        elif isinstance(task_runs[0], MEEGRun):
+            task_wf = init_task_trf_wf(task, models, task_runs, stimuli_dir, config.meeg_options(),
+                                       name=node_name(f"{task}_trf_wf"), feature_cache=config.feature_cache,
+                                       n_cpus=n_cpus)
+        elif config.analysis == "embedding":
             task_wf = init_task_embedding_wf(task, task_runs, config.embedding_options(),
                                              name=node_name(f"{task}_embedding_wf"), n_cpus=n_cpus)
         elif config.analysis == "decoding":
@@ -236,7 +287,7 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun], re
                                             name=node_name(f"{task}_encoding_wf"), feature_cache=config.feature_cache,
                                             n_cpus=n_cpus)
         sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=provenance, dataset_links=links,
-                                       entities={"subject": subject, "task": task, "space": task_runs[0].space}),
+                                       entities=entities),
                        name=node_name(f"ds_{task}"), run_without_submitting=True)
         wf.connect([
             (task_wf, sink, [("outputnode.outputs", "outputs")]),
