@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
-PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/cnn
+PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/cnn plugins/sae
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 

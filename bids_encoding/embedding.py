@@ -349,11 +349,16 @@ def fit_embedding(bold_files: list[Path], events_files: list[Path], trs: list[fl
     contrast = evaluation_contrast(samples, options)
     out_dir = Path(out_dir)
     sources = [str(b) for b in bold_files] + [str(e) for e in events_files]
-    outputs = []
+    outputs, labels = [], {}
     for spec in options.embedders:
         embedder, entry = fit_embedder(spec, X_train, X_val, options.seed, registry)
         Z = check_latents(embedder.transform(samples.X), len(samples.X))
         label = bids_label(entry.name, str(Z.shape[1]))
+        if label in labels:
+            raise UserError(f"the embedders '{labels[label]}' and '{spec}' would both be named {label} in the outputs "
+                            "(name and number of latents)", fix="Give them different numbers of latents, or run them "
+                                                                 "into separate output folders")
+        labels[label] = spec
         sparsity, dead = latent_usage(Z[train])
         baseline, _ = fit_embedder(f"pca:latents={min(Z.shape[1], *X_train.shape)}", X_train, X_val, options.seed)
         metadata = {

@@ -46,6 +46,7 @@ __all__ = [
     "str_list",
     "layer_indices",
     "extract_features",
+    "feature_extractor",
     "words_from_text",
     "EXAMPLE_TEXT",
     "UserError",
@@ -241,11 +242,23 @@ class BrainEmbedder(_Configurable):
         raise NotImplementedError
 
 
+def feature_extractor(spec: str) -> tuple[FeatureExtractor, dict[str, str]]:
+    """Another installed feature extractor, configured from a spec such as ``gpt2:layers=6`` (not run), and
+    its provenance (name, distribution, version) for sidecars.
+
+    For extractors built on others' features, which need the source's modality (or a clear
+    error for a bad source) before anything runs. An unknown name or option is a :class:`UserError`.
+    """
+    from .plugin_manager import installed_plugins, instantiate
+
+    extractor, entry = instantiate(spec, installed_plugins())
+    return extractor, entry.provenance()
+
+
 def extract_features(spec: str, stimuli: Stimuli) -> FeatureSet:
     """Run another installed feature extractor, named by a spec such as ``gpt2:layers=6``, on ``stimuli``.
 
-    For extractors built on others' features (e.g. sparse codes of a language model's
-    activations). Errors in the spec or in the other extractor are :class:`UserError`.
+    Errors in the spec or in the other extractor are :class:`UserError`.
     """
     from .features import run_extractor
     from .plugin_manager import installed_plugins, instantiate
