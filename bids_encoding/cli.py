@@ -247,6 +247,15 @@ class NodeLog:
             log.info("done: %s%s", name, f" ({time.monotonic() - started:.1f} s)" if started else "")
 
 
+def _user_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry, e.g. a container run with an arbitrary uid
+        return str(os.getuid())
+
+
 def _run_workflow(config, build, description) -> int:
     """Run the workflow into a staging folder and commit it; on failure, report and leave outputs as they were."""
     from nipype import config as nipype_config
@@ -262,6 +271,8 @@ def _run_workflow(config, build, description) -> int:
                       "poll_sleep_duration": 0.1 if config.nipype_plugin in ("Linear", "MultiProc") else 2},
         "monitoring": {"enabled": False},
     })
+    if not os.environ.get("LOGNAME"):  # Nipype's SLURM plugin names jobs after it (KeyError without it)
+        os.environ["LOGNAME"] = _user_name()
     errors = Path(tempfile.mkdtemp(prefix="errors-", dir=config.work_dir))
     os.environ[ERROR_DIR_VARIABLE] = str(errors)
     try:

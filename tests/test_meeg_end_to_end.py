@@ -77,6 +77,14 @@ def test_the_trf_recovers_the_planted_latency(trf):
     assert BAD_CHANNEL not in scores.index
 
 
+def test_the_report_shows_decoding_over_time_and_the_trf(decoded, trf):
+    for folder, figure in ((decoded, "sub-01_task-faces_desc-faceVsScrambled_decoding_timecourse.png"),
+                           (trf, "sub-01_task-lpp_desc-wordrate_trf_kernel.png")):
+        out = folder.parent.parent
+        assert (out / "sub-01" / "figures" / figure).exists()
+        assert f"sub-01/figures/{figure}" in (out / "sub-01.html").read_text()
+
+
 def test_eeg_outputs_pass_the_bids_validator(decoded, trf):
     for folder in (decoded, trf):
         errors = validator_errors(folder.parent.parent)

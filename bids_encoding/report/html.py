@@ -122,6 +122,80 @@ def _embedding_section(base: Path, out_files: list[str], figures_dir: str) -> tu
     return blocks, rows
 
 
+def _save_figure(fig, figure: Path) -> None:
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _figure_name(relative: str, figures_dir: str, kind: str) -> str:
+    return f"{figures_dir}/{Path(relative).name.split('.')[0]}_{kind}.png"
+
+
+def _time_decoding_figure(table, sidecar: dict, figure: Path, title: str) -> None:
+    """ROC AUC over time, ± 1 sd across folds, chance line, significant clusters shaded."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.fill_between(table["time"], table["roc_auc"] - table["sd"], table["roc_auc"] + table["sd"], alpha=0.25)
+    ax.plot(table["time"], table["roc_auc"], lw=1.5)
+    ax.axhline(sidecar.get("ChanceLevel", 0.5), color="k", lw=0.8, ls="--")
+    ax.axvline(0.0, color="k", lw=0.8)
+    for cluster in sidecar.get("Clusters", []):
+        if cluster["p"] < 0.05:
+            ax.axvspan(cluster["Start"], cluster["Stop"], color="orange", alpha=0.3)
+    ax.set(xlabel="time (s)", ylabel="ROC AUC", title=title)
+    _save_figure(fig, figure)
+
+
+def _trf_figure(weights, channel: str, figure: Path, title: str) -> None:
+    """The TRF of the best-predicted channel, one line per feature (at most 10)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for feature, rows in list(weights.groupby("feature"))[:10]:
+        ax.plot(rows["lag"], rows[channel], lw=1.2)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set(xlabel="lag (s)", ylabel="weight", title=title)
+    _save_figure(fig, figure)
+
+
+def _meeg_section(base: Path, out_files: list[str], figures_dir: str) -> tuple[list[str], list[list[str]]]:
+    """Decoding over time and temporal response functions of EEG/MEG tasks: a figure and a row each."""
+    import pandas as pd
+
+    blocks, rows = [], []
+    for relative in sorted(out_files):
+        ents, path = parse_entities(relative), base / relative
+        sidecar_path = path.with_name(path.name.split(".")[0] + ".json")
+        if ents["suffix"] == "decoding" and relative.endswith(".tsv") and "/func/" not in relative:
+            table = pd.read_csv(path, sep="\t")
+            if "time" not in table:
+                continue
+            sidecar = json.loads(sidecar_path.read_text())
+            figure_rel = _figure_name(relative, figures_dir, "timecourse")
+            _time_decoding_figure(table, sidecar, base / figure_rel, f"{ents.get('task')} · {ents.get('desc')}")
+            significant = [f"{c['Start']:.2f}-{c['Stop']:.2f} s (p={c['p']:.3f})" for c in sidecar.get("Clusters", [])
+                           if c["p"] < 0.05]
+            rows.append([ents.get("task", ""), f"decoding {ents.get('desc')}",
+                         f"peak AUC {sidecar['Peak']['RocAuc']:.2f} at {sidecar['Peak']['Time']:.3f} s",
+                         ", ".join(significant) or "no cluster with p < 0.05"])
+            blocks.append(f'<figure><img src="{html.escape(figure_rel)}" alt="decoding over time" width="600">'
+                          f"<figcaption><code>{html.escape(relative)}</code>: mean ± sd over folds; orange: "
+                          "time clusters with permutation p &lt; 0.05</figcaption></figure>")
+        elif ents["suffix"] == "trf" and relative.endswith(".tsv.gz"):
+            sidecar = json.loads(sidecar_path.read_text())
+            weights = pd.read_csv(path, sep="\t", header=None, names=sidecar["Columns"])
+            scores = pd.read_csv(base / relative.replace("_trf.tsv.gz", "_encoding.tsv"), sep="\t")
+            best = scores.loc[scores["r"].idxmax()]
+            figure_rel = _figure_name(relative, figures_dir, "kernel")
+            _trf_figure(weights, best["channel"], base / figure_rel,
+                        f"{ents.get('task')} · {ents.get('desc')} · TRF at {best['channel']}")
+            rows.append([ents.get("task", ""), f"TRF {ents.get('desc')}",
+                         f"best channel {best['channel']}: held-out r {best['r']:.3f}",
+                         f"median r over channels {scores['r'].median():.3f}"])
+            blocks.append(f'<figure><img src="{html.escape(figure_rel)}" alt="temporal response function" width="600">'
+                          f"<figcaption><code>{html.escape(relative)}</code></figcaption></figure>")
+    return blocks, rows
+
+
+MEEG_HEADER = ["task", "model", "result", "detail"]
 EMBEDDING_HEADER = ["task", "embedding", "region", "latents", "held-out R² (PCA, same size)", "active fraction",
                     "dead latents", "silhouette latents / voxels"]
 
@@ -148,6 +222,9 @@ def write_subject_report(base: Path, subject: str, out_files: list[str]) -> Path
     blocks, rows = _embedding_section(base, out_files, f"sub-{subject}/figures")
     if rows:
         body += "<h2>Latent embeddings</h2>" + _table(EMBEDDING_HEADER, rows) + "".join(blocks)
+    blocks, rows = _meeg_section(base, out_files, f"sub-{subject}/figures")
+    if rows:
+        body += "<h2>EEG and MEG</h2>" + _table(MEEG_HEADER, rows) + "".join(blocks)
     report = base / f"sub-{subject}.html"
     atomic_write(report, lambda tmp: tmp.write_text(_page(f"bids-encoding report: sub-{subject}", body), encoding="utf-8"))
     return report

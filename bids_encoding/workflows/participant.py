@@ -46,8 +46,9 @@ def init_task_encoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
     joint = len(models) > 1
     n_fits = len(models) + joint
-    merge_outputs = pe.Node(Merge(n_fits), name="merge_outputs")
-    merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features") if joint else None
+    merge_outputs = pe.Node(Merge(n_fits), name="merge_outputs", run_without_submitting=True)
+    merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features",
+                             run_without_submitting=True) if joint else None
     fit_inputs = [("bold_files", "bold_files"), ("mask_files", "mask_files"),
                   ("confound_files", "confound_files"), ("trs", "trs")]
     for index, (spec, plugin) in enumerate(models, start=1):
@@ -85,7 +86,7 @@ def init_task_decoding_wf(task: str, models: list[tuple[str, Registered]], runs:
     fit = pe.Node(FitDecoding(options=options), name="fit_decoding", n_procs=n_cpus)
     wf.connect([(inputnode, fit, [(field, field) for field in RUN_FIELDS]), (fit, outputnode, [("outputs", "outputs")])])
     if models:
-        merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features")
+        merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features", run_without_submitting=True)
         for index, (spec, plugin) in enumerate(models, start=1):
             extract = _extract_node(spec, plugin, stimuli_dir, feature_cache)
             wf.connect([(inputnode, extract, [("events_files", "events_file")]),
@@ -139,7 +140,7 @@ def init_task_trf_wf(task: str, models: list[tuple[str, Registered]], runs: list
     wf = pe.Workflow(name=name)
     inputnode = _recordings_inputnode(runs)
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
-    merge_outputs = pe.Node(Merge(len(models)), name="merge_outputs")
+    merge_outputs = pe.Node(Merge(len(models)), name="merge_outputs", run_without_submitting=True)
     for index, (spec, plugin) in enumerate(models, start=1):
         extract = _extract_node(spec, plugin, stimuli_dir, feature_cache)
         fit = pe.Node(FitTRF(options=options), name=node_name(f"fit_trf_{spec}"), n_procs=n_cpus)
@@ -264,7 +265,7 @@ def init_participant_wf(config: RunConfig, subject: str, runs: list[BoldRun] | l
         if config.analysis == "encoding" or task in by_task:
             by_task[task].append((spec, entry))
     n_cpus = config.n_cpus if config.nipype_plugin == "MultiProc" else 1
-    merge = pe.Node(Merge(len(by_task)), name="merge_outputs")
+    merge = pe.Node(Merge(len(by_task)), name="merge_outputs", run_without_submitting=True)
     for index, (task, models) in enumerate(by_task.items(), start=1):
         task_runs = tasks[task]
         entities = {"subject": subject, "task": task, "space": getattr(task_runs[0], "space", None)}
