@@ -235,19 +235,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if not args.decode:
             raise UserError("--analysis decoding needs a contrast to decode", fix="Add e.g. --decode trial_type=face,scrambled")
         parse_contrast(args.decode)
-    if args.analysis == "embedding":
-        from .embedding import EmbeddingOptions
-
-        EmbeddingOptions(embedders=_as_tuple(args.embedder) or ("pca",), samples=args.samples,
-                         contrast=str(args.decode or ""), roi=args.roi, atlas=args.atlas, region=args.region)
-    if args.datatype in ("eeg", "meg"):
-        from .meeg import MEEGOptions
-
-        if args.analysis == "embedding":
-            raise UserError(f"--analysis embedding works on fMRI only, not on --datatype {args.datatype}",
-                            fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
-        MEEGOptions(l_freq=args.filter[0] or None, h_freq=args.filter[1] or None, resample=args.resample,
-                    tmin=args.epochs[0], tmax=args.epochs[1], trf_tmin=args.trf_lags[0], trf_tmax=args.trf_lags[1])
+    if args.analysis == "embedding" and args.datatype in ("eeg", "meg"):
+        raise UserError(f"--analysis embedding works on fMRI only, not on --datatype {args.datatype}",
+                        fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
     if int(args.n_permutations) < 0 or float(args.searchlight_radius) <= 0:
         raise UserError("--n-permutations must be >= 0 and --searchlight-radius > 0",
                         fix="e.g. --n-permutations 1000 --searchlight-radius 8")
@@ -259,7 +249,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if feature_cache and _writes_into_input(feature_cache, bids_dir):
         raise UserError(f"the feature cache {feature_cache} lies inside the input dataset", path=bids_dir,
                         fix="Choose a --feature-cache outside the input dataset")
-    return RunConfig(
+    config = RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
         analysis_level=args.analysis_level,
@@ -310,6 +300,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         skip_bids_validation=bool(args.skip_bids_validation),
         verbose=int(args.verbose or 0),
     )
+    check_stage_options(config)
+    return config
+
+
+def check_stage_options(config: RunConfig) -> None:
+    """Build the options of the stage that will run, so that inconsistent choices fail before anything runs."""
+    if config.analysis == "embedding":
+        from .embedding import EmbeddingOptions
+
+        EmbeddingOptions.from_dict(config.embedding_options())
+    if config.datatype in ("eeg", "meg"):
+        from .meeg import MEEGOptions
+
+        MEEGOptions.from_dict(config.meeg_options())
 
 
 def _config_value(action: argparse.Action, value: Any, config_file: Path) -> Any:

@@ -241,7 +241,7 @@ def fit_time_decoding(runs: Sequence[MEEGRun], out_dir: Path, options: MEEGOptio
     per_run = [run_epochs(raw, run, column, values, options) for raw, run in zip(raws, runs)]
     epochs = mne.concatenate_epochs(per_run, on_mismatch="ignore", verbose=False)
     counts = {v: int(np.sum(epochs.events[:, 2] == code)) for code, v in enumerate(values, start=1)}
-    n_total = sum(len(contrast_events(run.events, column, values).query("label != ''")) for run in runs)
+    n_total = sum(len(run.drop_log) for run in per_run)  # one entry per trial given, kept or not
     X, y = epochs.get_data(copy=True), (epochs.events[:, 2] == 2).astype(int)
     scores, null = decode_over_time(X, y, options)
     curve = np.diagonal(scores, axis1=1, axis2=2) if options.generalize else scores
@@ -320,7 +320,7 @@ def _stack(parts: list[np.ndarray], gap: int) -> np.ndarray:
     return np.concatenate([p for part in parts for p in (part, pad)][:-1])
 
 
-def trf_folds(n_runs: int, n_times: int) -> list[tuple[list[int], int]]:
+def trf_folds(n_runs: int) -> list[tuple[list[int], int]]:
     """Leave-one-run-out folds: (training runs, test run)."""
     return [([r for r in range(n_runs) if r != test], test) for test in range(n_runs)]
 
@@ -347,6 +347,20 @@ def _split_single_run(X: np.ndarray, Y: np.ndarray, parts: int = 3) -> tuple[lis
     return ([X[a:b] for a, b in zip(bounds[:-1], bounds[1:])], [Y[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
 
+def _inner_alpha(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], options: MEEGOptions, sfreq: float,
+                 gap: int) -> float:
+    """The relative penalty of :data:`TRF_ALPHAS` with the best mean held-out r over channels, leave-one-run-out
+    within the training runs (1.0 when there is a single training run)."""
+    if len(X_runs) < 2:
+        return 1.0
+    n = sum(len(x) for x in X_runs)
+    scores = [np.mean([_held_out_r(_fit_rf([X_runs[i] for i in train], [Y_runs[i] for i in train], relative * n,
+                                           options, sfreq, gap), X_runs[test], Y_runs[test]).mean()
+                       for train, test in trf_folds(len(X_runs))])
+              for relative in TRF_ALPHAS]
+    return float(TRF_ALPHAS[int(np.argmax(scores))])
+
+
 def cross_validated_trf(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], options: MEEGOptions,
                         sfreq: float) -> dict[str, Any]:
     """Held-out correlation per channel (leave-one-run-out, penalty chosen inside the training runs) and the TRF
@@ -355,19 +369,8 @@ def cross_validated_trf(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], opti
     if len(X_runs) == 1:
         X_runs, Y_runs = _split_single_run(X_runs[0], Y_runs[0])
     fold_r, chosen = [], []
-    for train, test in trf_folds(len(X_runs), 0):
-        inner = trf_folds(len(train), 0) if len(train) > 1 else None
-        best_alpha, best = None, -np.inf
-        for relative in TRF_ALPHAS:
-            alpha = relative * sum(len(X_runs[r]) for r in train)
-            if inner is None:
-                break
-            score = np.mean([_held_out_r(_fit_rf([X_runs[train[i]] for i in tr], [Y_runs[train[i]] for i in tr],
-                                                  alpha, options, sfreq, gap), X_runs[train[te]], Y_runs[train[te]]).mean()
-                             for tr, te in inner])
-            if score > best:
-                best_alpha, best = relative, score
-        best_alpha = float(best_alpha) if best_alpha is not None else 1.0
+    for train, test in trf_folds(len(X_runs)):
+        best_alpha = _inner_alpha([X_runs[r] for r in train], [Y_runs[r] for r in train], options, sfreq, gap)
         chosen.append(best_alpha)
         rf = _fit_rf([X_runs[r] for r in train], [Y_runs[r] for r in train],
                      best_alpha * sum(len(X_runs[r]) for r in train), options, sfreq, gap)

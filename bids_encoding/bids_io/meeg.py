@@ -39,11 +39,6 @@ class MEEGRun:
     modalities: tuple[str, ...] = ()
     entities: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @property
-    def label(self) -> str:
-        parts = [self.task] + ([f"ses{self.session}"] if self.session else []) + ([f"run{self.run}"] if self.run else [])
-        return "_".join(parts)
-
 
 def datatypes_present(layout: BIDSLayout, subject: str) -> list[str]:
     """Which of func, eeg and meg the subject has recordings of, in that order."""

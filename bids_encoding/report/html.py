@@ -62,6 +62,12 @@ def _maps_section(base: Path, statmaps: list[str], figures_dir: str) -> tuple[li
     return blocks, rows
 
 
+def _save_figure(fig, figure: Path) -> None:
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
+    plt.close(fig)
+
+
 def read_latents(base: Path, relatives: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """Latents and condition names of every run of one embedding (its ``_timeseries.tsv.gz`` files), and a sidecar."""
     import pandas as pd
@@ -90,9 +96,7 @@ def _tsne_figure(latents: np.ndarray, conditions: np.ndarray, figure: Path, titl
                    c="#bbbbbb" if condition == "n/a" else None, label=condition)
     ax.set(title=title, xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
     ax.legend(fontsize=8, frameon=False)
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
-    plt.close(fig)
+    _save_figure(fig, figure)
 
 
 def _embedding_section(base: Path, out_files: list[str], figures_dir: str) -> tuple[list[str], list[list[str]]]:
@@ -120,12 +124,6 @@ def _embedding_section(base: Path, out_files: list[str], figures_dir: str) -> tu
                       f"<figcaption>{len(latents)} samples ({html.escape(sidecar['Samples'].split(':')[0])}), "
                       "coloured by their condition, which the embedder never saw</figcaption></figure>")
     return blocks, rows
-
-
-def _save_figure(fig, figure: Path) -> None:
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def _figure_name(relative: str, figures_dir: str, kind: str) -> str:

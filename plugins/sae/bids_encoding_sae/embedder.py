@@ -14,6 +14,14 @@ FEWER_LATENTS = ("Ask for fewer latents (e.g. --embedder sae:latents=16), or use
                  "(--samples trs, more runs)")
 
 
+def _rows(values: np.ndarray, width: int, name: str) -> np.ndarray:
+    """``values`` as float32 rows of ``width`` columns, or a ValueError naming the expected shape."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or values.shape[1] != width:
+        raise ValueError(f"{name} has shape {values.shape}, expected (n_samples, {width})")
+    return values
+
+
 class SAEEmbedder(BrainEmbedder):
     """Sparse autoencoder of brain samples (top-k or L1), trained with Adam and early stopping.
 
@@ -47,17 +55,11 @@ class SAEEmbedder(BrainEmbedder):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         model = self._model()
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != model.W_enc.shape[1]:
-            raise ValueError(f"X has shape {X.shape}, expected (n_samples, {model.W_enc.shape[1]})")
-        return model.encode_array(X)
+        return model.encode_array(_rows(X, model.W_enc.shape[1], "X"))
 
     def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
         model = self._model()
-        Z = np.asarray(Z, dtype=np.float32)
-        if Z.ndim != 2 or Z.shape[1] != model.W_dec.shape[1]:
-            raise ValueError(f"Z has shape {Z.shape}, expected (n_samples, {model.W_dec.shape[1]})")
-        return model.decode_array(Z)
+        return model.decode_array(_rows(Z, model.W_dec.shape[1], "Z"))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return self._model().weights()
