@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import platform
 import shutil
@@ -23,6 +24,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import __version__
+from .locks import exclusive, hold, is_held
+
+log = logging.getLogger("bids_encoding")
 
 # BIDS entity order (specification, appendix "Entity table"), plus ``stat`` after desc as in BEP041/fitlins.
 ENTITY_ORDER = [
@@ -32,6 +36,7 @@ ENTITY_ORDER = [
 KEY_TO_ENTITY = {key: name for name, key in ENTITY_ORDER}
 SUFFIX_DATATYPE = {"statmap": "func", "timeseries": "func", "stim": "func"}
 STATE_DIR = ".bids-encoding"
+STATE_LOCK = "lock"  # held while creating, sweeping or committing a staging folder
 
 
 def bids_label(*parts: str) -> str:
@@ -179,26 +184,88 @@ def copy_file(source: Path, path: Path) -> Path:
 
 @contextmanager
 def staging(output_dir: Path) -> Iterator[Path]:
-    """A folder to write this invocation's outputs into; moved into ``output_dir`` only on success."""
+    """A folder to write this invocation's outputs into; moved into ``output_dir`` only on success.
+
+    Parallel runs may share ``output_dir``: each stage is marked alive by a lock its run holds, stages of
+    killed runs are swept, and commits take turns under ``.bids-encoding/lock``.
+    """
     output_dir = Path(output_dir)
-    stage = output_dir / STATE_DIR / f"staging-{uuid.uuid4().hex[:12]}"
-    stage.mkdir(parents=True)
+    state = output_dir / STATE_DIR
+    stage = state / f"staging-{uuid.uuid4().hex[:12]}"
+    with exclusive(state / STATE_LOCK):  # a sweep never sees a stage that is made but not yet held
+        sweep_stale_stages(state)
+        stage.mkdir()
+        owner = hold(_owner_lock(stage))
     try:
         yield stage
-        commit(stage, output_dir)
+        with exclusive(state / STATE_LOCK):
+            commit(stage, output_dir)
     finally:
+        with exclusive(state / STATE_LOCK):
+            shutil.rmtree(stage, ignore_errors=True)
+            owner.close()
+            _owner_lock(stage).unlink(missing_ok=True)
+            if os.listdir(state) == [STATE_LOCK]:  # nothing else here: leave the folder as it was
+                (state / STATE_LOCK).unlink()
+
+
+def _owner_lock(stage: Path) -> Path:
+    return stage.with_name(stage.name + ".lock")
+
+
+def sweep_stale_stages(state: Path) -> list[Path]:
+    """Remove the staging folders of runs that were killed (no living process holds their lock).
+
+    Call it holding ``state / STATE_LOCK``, under which stages are created.
+    """
+    removed = []
+    for stage in sorted(state.glob("staging-*")):
+        if stage.suffix == ".lock" or is_held(_owner_lock(stage)):
+            continue
         shutil.rmtree(stage, ignore_errors=True)
+        _owner_lock(stage).unlink(missing_ok=True)
+        removed.append(stage)
+    for lock in state.glob("staging-*.lock"):  # a lock whose stage was removed just before its run was killed
+        if not lock.with_suffix("").exists() and not is_held(lock):
+            lock.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d unfinished staging folder(s) left by runs that were stopped: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
 
 
 def commit(stage: Path, output_dir: Path) -> list[Path]:
-    """Move every staged file into the output folder (each move an atomic rename)."""
+    """Move every staged file into the output folder (each move an atomic rename).
+
+    Files in subfolders go first and top-level files (reports, dataset_description.json) last, so that a
+    report is never there before what it shows. Call it holding the output folder's lock.
+    """
     moved = []
-    for source in sorted(p for p in stage.rglob("*") if p.is_file()):
+    for source in sorted((p for p in stage.rglob("*") if p.is_file()),
+                         key=lambda p: (len(p.relative_to(stage).parts) == 1, p)):
         target = output_dir / source.relative_to(stage)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.name == "dataset_description.json" and target.parent == output_dir and target.exists():
+            write_json(source, merged_description(target, source))
         os.replace(source, target)
         moved.append(target)
     return moved
+
+
+def merged_description(existing: Path, new: Path) -> dict[str, Any]:
+    """The new dataset_description.json, keeping the dataset links and sources an earlier run recorded
+    (its sidecars' BIDS URIs name them); an unreadable old one is replaced."""
+    description = json.loads(Path(new).read_text())
+    try:
+        old = json.loads(Path(existing).read_text())
+    except (OSError, ValueError):
+        return description
+    if not isinstance(old, dict):
+        return description
+    description["DatasetLinks"] = {**old.get("DatasetLinks", {}), **description.get("DatasetLinks", {})}
+    sources = description.get("SourceDatasets", [])
+    description["SourceDatasets"] = [s for s in old.get("SourceDatasets", []) if s not in sources] + sources
+    return description
 
 
 def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None,
