@@ -23,7 +23,7 @@ from . import features as feature_store
 from .derivatives import parse_entities, save_nifti, save_tsv_gz
 from .design import add_delays, downsample_events, hrf_design, zscore
 from .errors import UserError
-from .models.encoding import EncodingScores, cross_validated_encoding
+from .models.encoding import EncodingScores, encode_runs
 from .models.noise_ceiling import explainable_variance
 from .models.ridge import DEFAULT_ALPHAS
 
@@ -60,6 +60,7 @@ class EncodingOptions:
     atlas: str | None = None  # label image in the data's space: a per-region summary TSV per model
     n_candidates: int = 12
     chunk_size: int = 10000
+    mem_gb: float | None = None  # cap (GiB) on the fit's resident memory: voxel chunks sized from it (None: chunk_size)
     pca: int = 0  # principal components per feature space, fitted within each outer fold (0: none)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -154,6 +155,7 @@ class TaskData:
     confound_runs: list[np.ndarray] | None
     bold_files: list[Path]
     mask_sources: list[str]
+    Y: np.ndarray  # every run's BOLD, one after another (Y_runs are views of it: the data is held once)
 
 
 def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | None],
@@ -161,12 +163,16 @@ def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | 
     mask = brain_mask(bold_files, mask_files)
     confounds = [read_confounds(c, options.confounds, b) for c, b in zip(confound_files, bold_files)]
     regress = options.confounds_mode == "regress"
-    Y_runs = [load_bold(b, mask, tr, c if regress else None) for b, tr, c in zip(bold_files, trs, confounds)]
+    lengths = [nib.load(str(b)).shape[3] for b in bold_files]  # 4D, as bids_io checked
+    Y = np.empty((sum(lengths), int(np.count_nonzero(np.asarray(mask.dataobj)))), dtype=np.float32)
+    Y_runs = np.split(Y, np.cumsum(lengths)[:-1])
+    for y, b, tr, c in zip(Y_runs, bold_files, trs, confounds):  # run by run into one array: no second copy
+        y[:] = load_bold(b, mask, tr, c if regress else None)
     confound_runs = None
     if options.confounds and not regress:
         confound_runs = [zscore(c).astype(np.float32) for c in confounds]
     return TaskData(mask, Y_runs, list(trs), confound_runs, list(bold_files),
-                    [str(m) for m in mask_files if m] or [str(b) for b in bold_files])
+                    [str(m) for m in mask_files if m] or [str(b) for b in bold_files], Y)
 
 
 def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions) -> EncodingScores:
@@ -175,13 +181,15 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
     if task.confound_runs is not None:
         bands.append(("confounds", task.confound_runs))
     X_runs = [_trim(np.hstack([X[i] for _, X in bands]), options.trim) for i in range(len(task.Y_runs))]
-    Y_runs = [_trim(y, options.trim) for y in task.Y_runs]
+    # untrimmed, the BOLD goes in as loaded (no copy); trimming copies the kept volumes once
+    Y = task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
     blocks = [len(options.delays) if options.design == "fir" else 1] * len(spaces)
     blocks += [0] * (len(bands) - len(spaces))  # confounds are never reduced
-    return cross_validated_encoding(
-        X_runs, Y_runs, bands=[X[0].shape[1] for _, X in bands], alphas=np.asarray(options.alphas),
-        backend=options.backend, chunk_size=options.chunk_size, n_candidates=options.n_candidates, seed=options.seed,
-        pca=options.pca, band_blocks=blocks,
+    return encode_runs(
+        np.concatenate(X_runs), Y, [len(x) for x in X_runs], bands=[X[0].shape[1] for _, X in bands],
+        alphas=np.asarray(options.alphas), backend=options.backend, chunk_size=options.chunk_size,
+        n_candidates=options.n_candidates, seed=options.seed, pca=options.pca, band_blocks=blocks,
+        mem_gb=options.mem_gb, label=f"encoding model {' + '.join(name for name, _ in spaces)}",
     )
 
 

@@ -19,7 +19,9 @@ Plugins import only this module; its names are the stable plugin API::
 
 A plugin raises :class:`UserError` (``problem``, ``path``, ``fix``) for input a user
 can correct (a missing model folder, an empty transcript); any other exception is
-reported as the plugin failing.
+reported as the plugin failing. Long loops (batches of a model, training epochs) show
+their progress with :func:`track` or :class:`Step` (a bar on a terminal, a few log lines
+elsewhere, and a summary line with the wall time).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from .errors import UserError
 from .hookspecs import hookimpl
+from .progress import Step, track
 from .stimuli import MODALITIES, Images, Stimuli, Trials, Words, sentences_from_punctuation
 
 __all__ = [
@@ -50,6 +53,8 @@ __all__ = [
     "words_from_text",
     "EXAMPLE_TEXT",
     "UserError",
+    "track",
+    "Step",
     "Words",
     "Images",
     "Trials",

@@ -47,6 +47,7 @@ from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
 from ..errors import UserError
+from ..progress import track
 
 CLASSIFIERS = {
     "logistic": "StandardScaler + LogisticRegression (L2, C=1, lbfgs)",
@@ -379,14 +380,17 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
     def columns(chunk: np.ndarray) -> np.ndarray:
         return _neighbours(voxels[chunk], offsets, index)
 
+    desc = f"searchlight ({len(seeds)} spheres of up to {len(offsets)} voxels)"
     if n_jobs == 1:
         with threadpool_limits(limits=1):
-            results = [_block_scores(X, columns(chunk), y_pm, folds, loss, C) for chunk in blocks]
+            results = [_block_scores(X, columns(chunk), y_pm, folds, loss, C)
+                       for chunk in track(blocks, desc, unit="blocks")]
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs)(delayed(_block_scores)(X, columns(chunk), y_pm, folds, loss, C)
-                                          for chunk in blocks)
+        done = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_block_scores)(X, columns(chunk), y_pm, folds, loss, C) for chunk in blocks)
+        results = list(track(done, desc, total=len(blocks), unit="blocks"))
     scores = np.zeros(len(voxels), dtype=np.float32)
     if len(seeds):
         scores[seeds] = np.concatenate(results)

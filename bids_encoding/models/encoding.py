@@ -21,10 +21,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import os
+import resource
+import sys
+
 import numpy as np
 from scipy import stats
 
-from .ridge import DEFAULT_ALPHAS, band_candidates, inner_folds, r2_score_columns, solve_ridge_path
+from ..errors import UserError
+from ..progress import Step
+from .ridge import DEFAULT_ALPHAS, band_candidates, inner_folds, r2_score_columns, ridge_memory, solve_ridge_path
+
+GB = 2 ** 30
+MIN_CHUNK = 100  # voxels: smaller chunks would spend their time in Python rather than in matrix products
 
 
 @dataclass(frozen=True)
@@ -115,31 +124,66 @@ def reduce_bands(X: np.ndarray, train: np.ndarray, bands: list[int], blocks: lis
     delays keep their meaning. Bands with ``blocks == 0`` (confounds) or already narrow
     enough are left as they are.
     """
-    reduced, widths, start = [], [], 0
-    for width, n_blocks in zip(bands, blocks):
+    reduced, start = [], 0
+    widths = reduced_widths(bands, blocks, n_components)
+    for width, n_blocks, new_width in zip(bands, blocks, widths):
         band = X[:, start:start + width]
         start += width
-        block = width // n_blocks if n_blocks else width
-        if n_blocks == 0 or block <= n_components:
+        if new_width == width:
             reduced.append(band)
-            widths.append(width)
             continue
+        block = width // n_blocks
         first = band[train, :block].astype(np.float64)
         mean = first.mean(axis=0)
         components = np.linalg.svd(first - mean, full_matrices=False)[2][:n_components].T
         reduced += [(band[:, b * block:(b + 1) * block] - mean) @ components for b in range(n_blocks)]
-        widths.append(n_components * n_blocks)
     return np.hstack(reduced).astype(np.float32), widths
+
+
+def reduced_widths(bands: list[int], blocks: list[int], n_components: int) -> list[int]:
+    """Each band's width after :func:`reduce_bands` (known before any data is reduced)."""
+    if not n_components:
+        return list(bands)
+    return [width if n_blocks == 0 or width // n_blocks <= n_components else n_components * n_blocks
+            for width, n_blocks in zip(bands, blocks)]
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (from /proc on Linux; elsewhere its peak so far, an upper bound)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def chunk_for_budget(budget: int, fixed: int, per_voxel: int, n_voxels: int, chunk_size: int, mem_gb: float) -> int:
+    """The largest voxel chunk (at most ``chunk_size``) whose fit stays within ``budget`` bytes, or a UserError."""
+    fits = (budget - fixed) // per_voxel
+    smallest = min(MIN_CHUNK, n_voxels)
+    if fits < smallest:
+        needed = mem_gb + (fixed + smallest * per_voxel - budget) / GB
+        raise UserError(
+            f"--mem-gb {mem_gb:g} is too small for this encoding model: the data already held and the model's "
+            f"decompositions leave no room for a chunk of {smallest} voxels",
+            fix=f"Give --mem-gb {np.ceil(needed * 10) / 10:.1f} or more (or fewer features, e.g. --feature-pca)")
+    return int(max(smallest, min(chunk_size, fits, n_voxels)))
 
 
 def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: list[int] | None = None,
                 alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000, n_candidates: int = 12,
                 inner_cv: int = 5, gap: int = 5, min_shift: int = 10, seed: int = 0, pca: int = 0,
-                band_blocks: list[int] | None = None) -> EncodingScores:
+                band_blocks: list[int] | None = None, mem_gb: float | None = None,
+                label: str = "ridge fit") -> EncodingScores:
     """Outer cross-validation of (banded) ridge for every voxel (column of Y); runs are consecutive rows.
 
     Y is read chunk by chunk and never copied whole. With ``pca > 0`` every band is reduced
     to that many components per delay within each outer fold (see :func:`reduce_bands`).
+    With ``mem_gb``, voxel chunks are sized so that this process's resident memory (what it
+    already holds, the data included, plus the fit's estimated needs) stays within that many
+    GiB; a cap too small for a chunk of ``MIN_CHUNK`` voxels is a :class:`UserError`. Chunking
+    does not change the results. ``label`` names the fit in progress lines.
     """
     X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y, dtype=np.float32)
@@ -152,32 +196,53 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
     folds, cv = outer_folds(list(run_lengths), gap=gap)
     X_all = X
     n_vox = Y.shape[1]
+    banded = len(bands) > 1
+    n_features = sum(reduced_widths(bands, band_blocks, pca))
+    held = resident_bytes()
+    chunks = []
+    for train, test in folds:
+        inner = inner_folds(len(train), run_of[train], inner_cv)
+        fixed, per_voxel = ridge_memory(len(train), n_features, inner, len(alphas), len(gammas),
+                                        n_predict=len(test), return_coef=banded)
+        if mem_gb is None:
+            chunks.append(chunk_size)
+            continue
+        results = 8 * len(folds) * n_vox * (4 + 2 * len(bands))  # the per-fold score arrays below
+        data = 4 * (len(train) + len(test) + (len(X_all) if pca else 0)) * n_features  # X[train], X[test], reduced X
+        per_voxel += 48 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
+        chunks.append(chunk_for_budget(int(mem_gb * GB) - held - results - data, fixed, per_voxel, n_vox, chunk_size,
+                                       mem_gb))
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
     log_alpha = np.zeros((len(folds), n_vox))
     split = np.zeros((len(folds), len(bands), n_vox))
     best_gammas = np.zeros((len(folds), n_vox, len(bands)))
-    for f, (train, test) in enumerate(folds):
-        X, widths = reduce_bands(X_all, train, bands, band_blocks, pca) if pca else (X_all, bands)
-        band_of = np.repeat(np.arange(len(bands)), widths)
-        scales = np.sqrt(gammas)[:, band_of]
-        inner = inner_folds(len(train), run_of[train], inner_cv)
-        banded = len(bands) > 1
-        for chunk in solve_ridge_path(X[train], Y, inner, alphas, scales, backend, chunk_size, rows=train,
-                                      X_predict=None if banded else X[test], return_coef=banded):
-            y_test = Y[test, chunk.voxels]
-            if banded:
-                parts = np.stack([X[np.ix_(test, band_of == b)] @ chunk.coef[band_of == b] for b in range(len(bands))])
-                prediction = parts.sum(0)
-            else:
-                prediction = chunk.prediction
-            r2[f, chunk.voxels] = r2_score_columns(y_test, prediction)
-            shifted = circular_shift_r(y_test, prediction)
-            r[f, chunk.voxels] = shifted[0]
-            fold_p[f, chunk.voxels] = shift_null_p(shifted, min_shift)
-            log_alpha[f, chunk.voxels] = np.log10(chunk.best_alpha)
-            best_gammas[f, chunk.voxels] = gammas[chunk.best_candidate]
-            if banded:
-                split[f, :, chunk.voxels] = _split_r2(y_test, parts)
+    total = sum(-(-n_vox // size) for size in chunks)
+    with Step(f"{label} ({n_vox} voxels x {n_features} features, {len(folds)} folds, chunks of {min(chunks)} voxels)",
+              total=total, unit="chunks") as progress:
+        for f, (train, test) in enumerate(folds):
+            X, widths = reduce_bands(X_all, train, bands, band_blocks, pca) if pca else (X_all, bands)
+            band_of = np.repeat(np.arange(len(bands)), widths)
+            scales = np.sqrt(gammas)[:, band_of]
+            inner = inner_folds(len(train), run_of[train], inner_cv)
+            for chunk in solve_ridge_path(X[train], Y, inner, alphas, scales, backend, chunks[f], rows=train,
+                                          X_predict=None if banded else X[test], return_coef=banded):
+                y_test = Y[test, chunk.voxels]
+                if banded:
+                    parts = np.stack([X[np.ix_(test, band_of == b)] @ chunk.coef[band_of == b] for b in range(len(bands))])
+                    prediction = parts.sum(0)
+                else:
+                    prediction = chunk.prediction
+                r2[f, chunk.voxels] = r2_score_columns(y_test, prediction)
+                shifted = circular_shift_r(y_test, prediction)
+                r[f, chunk.voxels] = shifted[0]
+                fold_p[f, chunk.voxels] = shift_null_p(shifted, min_shift)
+                log_alpha[f, chunk.voxels] = np.log10(chunk.best_alpha)
+                best_gammas[f, chunk.voxels] = gammas[chunk.best_candidate]
+                if banded:
+                    split[f, :, chunk.voxels] = _split_r2(y_test, parts)
+                    del parts
+                del chunk, y_test, prediction, shifted  # before the next chunk is computed
+                progress.update()
     r_mean = r.mean(axis=0)
     p = cauchy_combination(fold_p)
     return EncodingScores(

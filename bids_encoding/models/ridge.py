@@ -157,7 +157,8 @@ def solve_ridge_path(X: np.ndarray, Y: np.ndarray, folds, alphas: Sequence[float
     those samples of Y only (the training rows of an outer fold), read chunk by chunk
     so that Y is never copied whole. With ``X_predict`` it also predicts those rows; with
     ``return_coef=False`` it skips the weights and predicts straight from the decomposition
-    (cheaper when there are more features than rows to predict).
+    (cheaper when there are more features than rows to predict). Each chunk's temporaries
+    are freed before it is yielded, so what a chunk holds is what :func:`ridge_memory` counts.
     """
     B = get_backend(backend) if isinstance(backend, str) else backend
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -168,8 +169,8 @@ def solve_ridge_path(X: np.ndarray, Y: np.ndarray, folds, alphas: Sequence[float
         Xc = X * scale
         inner = [(_decompose(B, Xc[train], Xc[val]), np.sort(train), np.sort(val)) for train, val in folds]
         candidates.append((inner, _decompose(B, Xc, None if X_predict is None else X_predict * scale)))
+        del Xc
     alpha_b = B.asarray(alphas)
-    all_rows = np.arange(len(X))
     # Validation predictions for every alpha at once: one (alphas x val) x train matrix per inner fold,
     # applied to the training responses directly, so U^T Y is never formed for the inner folds.
     predictors = [[_validation_predictor(B, dec, alpha_b) for dec, _, _ in inner] for inner, _ in candidates]
@@ -177,43 +178,92 @@ def solve_ridge_path(X: np.ndarray, Y: np.ndarray, folds, alphas: Sequence[float
     for start in range(0, Y.shape[1], chunk_size):
         voxels = slice(start, min(start + chunk_size, Y.shape[1]))
         Yc = B.asarray(np.ascontiguousarray(Y[:, voxels] if rows is None else Y[rows, voxels]))
-        n_vox = Yc.shape[1]
-        scores = np.zeros((len(scales) * n_alphas, n_vox))
-        for c, (inner, _) in enumerate(candidates):
-            for predictor, (dec, train, val) in zip(predictors[c], inner):
-                Y_val = _rows(B, Yc, val)
-                if predictor is not None:
-                    error = _project(B, predictor, Yc, train).reshape(n_alphas, len(val), n_vox)
-                    error -= Y_val[None]  # in place: this array is alphas x val x voxels
-                    error *= error
-                    scores[c * n_alphas:(c + 1) * n_alphas] -= B.to_numpy(error.sum(1)) / len(val)
-                    continue
-                UtY = _project(B, dec.Ut, Yc, train)
-                for a in range(n_alphas):
-                    error = (dec.projected * (dec.s / (dec.s ** 2 + alpha_b[a]))) @ UtY - Y_val
-                    scores[c * n_alphas + a] -= B.to_numpy((error * error).sum(0)) / len(val)
-        scores /= len(folds)
+        scores = _chunk_scores(B, Yc, candidates, predictors, alpha_b) / len(folds)
         best = np.argmax(scores, axis=0)
-        coef = np.zeros((X.shape[1], n_vox), dtype=np.float32) if return_coef else None
-        prediction = None if X_predict is None else np.zeros((len(X_predict), n_vox), dtype=np.float32)
-        for index in np.unique(best):
-            c, a = divmod(int(index), n_alphas)
-            group = np.flatnonzero(best == index)
-            full = candidates[c][1]
-            Y_group = B.take_columns(Yc, group)
-            d = full.s / (full.s ** 2 + alpha_b[a])
-            if return_coef:
-                UtY = _project(B, full.Ut, Y_group, all_rows)
-                coef[:, group] = B.to_numpy(full.Vt.T @ (d[:, None] * UtY)) * scales[c][:, None]
-                if prediction is not None:
-                    prediction[:, group] = B.to_numpy((full.projected * d) @ UtY)
-            elif prediction is not None and len(full.s) > len(X_predict):  # many features: skip U^T Y
-                if (c, a) not in test_predictors:
-                    test_predictors[(c, a)] = (full.projected * d) @ full.Ut
-                prediction[:, group] = B.to_numpy(_project(B, test_predictors[(c, a)], Y_group, all_rows))
-            elif prediction is not None:
-                prediction[:, group] = B.to_numpy((full.projected * d) @ _project(B, full.Ut, Y_group, all_rows))
-        yield ChunkFit(voxels, coef, prediction, alphas[best % n_alphas], best // n_alphas, scores[best, np.arange(n_vox)])
+        cv_score = scores[best, np.arange(len(best))]
+        del scores
+        coef, prediction = _refit(B, Yc, best, candidates, alpha_b, scales, X.shape[1], X_predict, return_coef,
+                                  test_predictors)
+        del Yc
+        yield ChunkFit(voxels, coef, prediction, alphas[best % n_alphas], best // n_alphas, cv_score)
+
+
+def _chunk_scores(B, Yc, candidates, predictors, alpha_b) -> np.ndarray:
+    """Minus the squared validation error of every (candidate, alpha) pair, summed over inner folds (pairs x voxels)."""
+    n_alphas, n_vox = len(alpha_b), Yc.shape[1]
+    scores = np.zeros((len(candidates) * n_alphas, n_vox))
+    for c, (inner, _) in enumerate(candidates):
+        for predictor, (dec, train, val) in zip(predictors[c], inner):
+            Y_val = _rows(B, Yc, val)
+            if predictor is not None:
+                error = _project(B, predictor, Yc, train).reshape(n_alphas, len(val), n_vox)
+                error -= Y_val[None]  # in place: this array is alphas x val x voxels
+                error *= error
+                scores[c * n_alphas:(c + 1) * n_alphas] -= B.to_numpy(error.sum(1)) / len(val)
+                continue
+            UtY = _project(B, dec.Ut, Yc, train)
+            for a in range(n_alphas):
+                error = (dec.projected * (dec.s / (dec.s ** 2 + alpha_b[a]))) @ UtY - Y_val
+                scores[c * n_alphas + a] -= B.to_numpy((error * error).sum(0)) / len(val)
+    return scores
+
+
+def _refit(B, Yc, best: np.ndarray, candidates, alpha_b, scales: np.ndarray, n_features: int,
+           X_predict: np.ndarray | None, return_coef: bool, test_predictors: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Weights (features x voxels) and/or predictions of one chunk, each voxel with its chosen (candidate, alpha)."""
+    n_alphas, n_vox = len(alpha_b), Yc.shape[1]
+    all_rows = np.arange(Yc.shape[0])
+    coef = np.zeros((n_features, n_vox), dtype=np.float32) if return_coef else None
+    prediction = None if X_predict is None else np.zeros((len(X_predict), n_vox), dtype=np.float32)
+    for index in np.unique(best):
+        c, a = divmod(int(index), n_alphas)
+        group = np.flatnonzero(best == index)
+        full = candidates[c][1]
+        Y_group = B.take_columns(Yc, group)
+        d = full.s / (full.s ** 2 + alpha_b[a])
+        if return_coef:
+            UtY = _project(B, full.Ut, Y_group, all_rows)
+            coef[:, group] = B.to_numpy(full.Vt.T @ (d[:, None] * UtY)) * scales[c][:, None]
+            if prediction is not None:
+                prediction[:, group] = B.to_numpy((full.projected * d) @ UtY)
+        elif prediction is not None and len(full.s) > len(X_predict):  # many features: skip U^T Y
+            if (c, a) not in test_predictors:
+                test_predictors[(c, a)] = (full.projected * d) @ full.Ut
+            prediction[:, group] = B.to_numpy(_project(B, test_predictors[(c, a)], Y_group, all_rows))
+        elif prediction is not None:
+            prediction[:, group] = B.to_numpy((full.projected * d) @ _project(B, full.Ut, Y_group, all_rows))
+    return coef, prediction
+
+
+def ridge_memory(n_samples: int, n_features: int, folds, n_alphas: int, n_candidates: int = 1,
+                 n_predict: int = 0, return_coef: bool = True, itemsize: int = 4) -> tuple[int, int]:
+    """Bytes that :func:`solve_ridge_path` holds: ``(fixed, per_voxel)``, an upper estimate.
+
+    ``fixed``: the decompositions of every candidate and fold, the stacked validation
+    predictors, the cached test predictors, and the float64 Gram matrices while decomposing.
+    ``per_voxel``: what one more voxel in a chunk adds: the chunk's responses, scores,
+    weights and predictions, plus the largest temporary of the scoring or refitting phase
+    (a sum over two row blocks holds three arrays at once). Chunk sizes come from these.
+    """
+    n, p, A, C, m, f = n_samples, n_features, n_alphas, n_candidates, n_predict, itemsize
+    R = min(n, p)
+    fixed, score_peak = C * f * (R * (n + p + m) + R), 0
+    transient = 8 * (2 * n * p + 3 * R * R + 2 * max(n, p) * R)  # float64 copies while decomposing
+    for train, val in folds:
+        t, v = len(train), len(val)
+        r = min(t, p)
+        fixed += C * f * r * (t + p + v + 1)
+        if A * v * t < r * t + A * v * r:  # _validation_predictor stacks the alphas (its parts, then their concatenation)
+            fixed += C * f * A * v * t
+            transient = max(transient, f * A * v * t)
+            score_peak = max(score_peak, 3 * f * A * v)
+        else:
+            score_peak = max(score_peak, f * (3 * r + 3 * v))
+    if not return_coef and m and R > m:
+        fixed += C * A * f * m * n  # every (candidate, alpha) may get its cached test predictor
+    refit_peak = f * n + 3 * f * R + 3 * f * p + 2 * f * m
+    held = f * n + 8 * C * A + (f * p if return_coef else 0) + f * m
+    return fixed + transient, held + max(score_peak, refit_peak)
 
 
 def band_candidates(n_bands: int, n_candidates: int, seed: int = 0) -> np.ndarray:

@@ -74,7 +74,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Images, Option, UserError, hookimpl, layer_indices
+from bids_encoding.plugin_api import (FeatureExtractor, FeatureSet, Images, Option, UserError, hookimpl, layer_indices,
+                                     track)
 
 LITE0 = "efficientnet-lite0"
 LITE_SIZE = 224
@@ -380,8 +381,9 @@ class CNN(FeatureExtractor):
         token_states = False
         input_size: list[int] = []
         step = int(self.batch_size)
+        desc = f"{self.name} ({Path(str(self.model).strip()).name or 'efficientnet-lite0'}): {len(unique)} images"
         with torch.inference_mode():
-            for start in range(0, len(unique), step):
+            for start in track(range(0, len(unique), step), desc, unit="batches"):
                 batch = unique[start:start + step]
                 pixels = backbone.pixels([read_image(path) for path in batch])
                 states, _ = backbone.forward(pixels)

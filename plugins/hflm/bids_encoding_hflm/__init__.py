@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, UserError, Words, hookimpl, layer_indices
+from bids_encoding.plugin_api import (FeatureExtractor, FeatureSet, Option, UserError, Words, hookimpl, layer_indices,
+                                     track)
 
 CAUSAL_ARCHITECTURES = ("ForCausalLM", "LMHeadModel")
 
@@ -221,8 +222,10 @@ class LanguageModel(FeatureExtractor):
         body = model.base_model if causal else model
         head = model.get_output_embeddings() if causal else None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        batches = range(0, len(windows), int(self.batch_size))
+        desc = f"{self.name} ({Path(model_name).name}): {len(ids)} tokens in {len(windows)} windows"
         with torch.inference_mode():
-            for batch_start in range(0, len(windows), int(self.batch_size)):
+            for batch_start in track(batches, desc, unit="batches"):
                 batch = windows[batch_start:batch_start + int(self.batch_size)]
                 sequences = [prefix + ids[w.start:w.stop] + suffix for w in batch]
                 width = max(map(len, sequences))

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bids_encoding.plugin_api import UserError
+from bids_encoding.plugin_api import Step, UserError
 
 from .options import SPARSITIES, TrainingConfig
 
@@ -303,44 +303,48 @@ def train_sae(X: np.ndarray, X_val: np.ndarray | None, config: TrainingConfig, s
         patience = max(int(config.patience), math.ceil(MIN_PATIENCE_STEPS / steps_per_epoch))
         idle = torch.zeros(m, dtype=torch.int64, device=device)  # samples since each latent was last active
         aux = min(m, max(1, d // 2)) if config.sparsity == "topk" and config.k < m else 0
-        for epoch in range(1, max_epochs + 1):
-            model.train()
-            order = torch.randperm(n, generator=generator).to(device)
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            for start in range(0, n, batch):
-                x = Xt.index_select(0, order[start:start + batch])
-                pre = model.preactivations(x)
-                z = model.sparsify(pre)
-                x_hat = model.decode(z)
-                loss = ((x - x_hat) ** 2).sum(1).mean() / variance
-                if l1:
-                    loss = loss + l1 * (z * model.W_dec.norm(dim=0)).sum(1).mean()
-                idle += len(x)
-                idle.masked_fill_((z > 0).any(0), 0)
-                dead = idle > n  # not active for an epoch's worth of samples
-                if aux and bool(dead.any()):
-                    loss = loss + AUX_WEIGHT * _auxiliary_loss(model, pre, dead, (x - x_hat).detach(), aux)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                model.project_decoder_gradient()
-                optimizer.step()
-                model.normalise_decoder()
-                total += loss.detach().double() * len(x)
-            history["train"].append(float(total) / n)
-            model.eval()
-            if Vt is not None:
-                val = _sum_squares(model, Vt)[0] / Vt.numel()
-                history["validation"].append(val)
-                if val < best_val:
-                    best_val, best_epoch = val, epoch
-                    best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-                if val < reference * (1 - MIN_DELTA):
-                    reference, since = val, epoch
-                elif epoch - since >= patience:
-                    stopped_early = True
-            history["seconds"].append(time.perf_counter() - started)
-            if stopped_early:
-                break
+        desc = f"sparse autoencoder training ({n} samples x {d} inputs -> {m} latents)"
+        with Step(desc, total=max_epochs, unit="epochs") as progress:
+            for epoch in range(1, max_epochs + 1):
+                model.train()
+                order = torch.randperm(n, generator=generator).to(device)
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                for start in range(0, n, batch):
+                    x = Xt.index_select(0, order[start:start + batch])
+                    pre = model.preactivations(x)
+                    z = model.sparsify(pre)
+                    x_hat = model.decode(z)
+                    loss = ((x - x_hat) ** 2).sum(1).mean() / variance
+                    if l1:
+                        loss = loss + l1 * (z * model.W_dec.norm(dim=0)).sum(1).mean()
+                    idle += len(x)
+                    idle.masked_fill_((z > 0).any(0), 0)
+                    dead = idle > n  # not active for an epoch's worth of samples
+                    if aux and bool(dead.any()):
+                        loss = loss + AUX_WEIGHT * _auxiliary_loss(model, pre, dead, (x - x_hat).detach(), aux)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    model.project_decoder_gradient()
+                    optimizer.step()
+                    model.normalise_decoder()
+                    total += loss.detach().double() * len(x)
+                history["train"].append(float(total) / n)
+                model.eval()
+                if Vt is not None:
+                    val = _sum_squares(model, Vt)[0] / Vt.numel()
+                    history["validation"].append(val)
+                    if val < best_val:
+                        best_val, best_epoch = val, epoch
+                        best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+                    if val < reference * (1 - MIN_DELTA):
+                        reference, since = val, epoch
+                    elif epoch - since >= patience:
+                        stopped_early = True
+                history["seconds"].append(time.perf_counter() - started)
+                progress.update()
+                if stopped_early:
+                    progress.note = f"stopped early at epoch {epoch}, best {best_epoch}"
+                    break
         if best_state is not None:
             model.load_state_dict(best_state)
         else:
