@@ -25,8 +25,11 @@ def events_on_grid(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, 
     """Boxcars of height ``values`` over each event's duration (at least one sample) on a grid of step ``dt``."""
     values = np.asarray(values, dtype=np.float64).reshape(len(onset), -1)
     grid = np.zeros((n_samples, values.shape[1]))
-    start = np.floor(np.asarray(onset) / dt).astype(int)
-    stop = np.maximum(start + 1, np.ceil((np.asarray(onset) + np.asarray(duration)) / dt).astype(int))
+    # clipped to the grid before casting, so that events long after the run (or absurdly long) cannot overflow
+    with np.errstate(over="ignore"):
+        start = np.clip(np.floor(np.asarray(onset, dtype=np.float64) / dt), 0, n_samples).astype(int)
+        end = np.clip(np.ceil((np.asarray(onset, dtype=np.float64) + np.asarray(duration)) / dt), 0, n_samples + 1)
+    stop = np.maximum(start + 1, end.astype(int))
     inside = start < n_samples
     # a cumulative-sum trick adds every boxcar at once: +v at start, -v at stop
     edges = np.zeros((n_samples + 1, values.shape[1]))

@@ -6,6 +6,7 @@ any workflow starts, so that a bad dataset fails in a second with a clear messag
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,17 @@ def _one(files: list, what: str, near: Path) -> Path | None:
 
 
 def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
+    """RepetitionTime from the (preprocessed, else raw) BOLD's sidecars: a positive number of seconds."""
     metadata = layout.get_metadata(str(bold)) or {}
-    tr = metadata.get("RepetitionTime") or (layout.get_metadata(str(raw_bold)) or {}).get("RepetitionTime")
+    if "RepetitionTime" not in metadata:
+        metadata = layout.get_metadata(str(raw_bold)) or {}
+    tr = metadata.get("RepetitionTime")
     if tr is None:
         raise UserError("the sidecar JSON gives no RepetitionTime", path=bold,
                         fix="Add RepetitionTime (seconds) to the run's _bold.json or a task-level _bold.json")
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not math.isfinite(tr) or tr <= 0:
+        raise UserError(f"the sidecar JSON gives RepetitionTime {tr!r}, not a positive number of seconds", path=bold,
+                        fix="Write RepetitionTime as a number in seconds, e.g. \"RepetitionTime\": 2.0, in the run's _bold.json")
     return float(tr)
 
 
