@@ -1,5 +1,11 @@
-"""HTML reports: one per subject and one for the group, files only, relative links."""
+"""HTML reports: one per subject and one for the group, files only, relative links.
 
-from .html import write_group_report, write_subject_report
+``files`` gathers what a report shows (staged and committed derivatives), ``figures`` draws,
+``html`` assembles pages, ``methods`` writes the methods text and provenance; ``subject`` and
+``group`` build the two reports.
+"""
+
+from .group import write_group_report
+from .subject import write_subject_report
 
 __all__ = ["write_group_report", "write_subject_report"]

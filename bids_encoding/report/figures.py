@@ -1,0 +1,141 @@
+"""The reports' figures: each function draws one PNG from arrays or images already read from the derivatives.
+
+Figures are small (80 dpi) so that the report node, which runs in every participant run, stays quick.
+Brain maps are drawn with nilearn's plotting, design matrices with nilearn's ``plot_design_matrix``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from ..derivatives import atomic_write  # noqa: E402
+
+DPI = 80
+MAX_DESIGN_COLUMNS = 60  # wider designs (a language model's 768 units) are shown by their first columns
+
+
+def save_figure(fig, figure: Path, tight: bool = True) -> None:
+    """Write ``fig`` as a PNG (atomically, so a half-written figure never shows) and free it.
+
+    ``tight``: crop to the drawn parts (costs a second drawing; nilearn lays out its own figures).
+    """
+    atomic_write(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if tight else None))
+    plt.close(fig)
+
+
+def brain_map(img, figure: Path, title: str, threshold: float, vmin: float | None = None, vmax: float | None = None,
+              cmap: str = "hot", symmetric: bool = False, background: bool = True) -> None:
+    """A glass brain (top) and axial slices (bottom) of one map, values below ``threshold`` hidden.
+
+    ``background``: draw the slices over nilearn's bundled MNI152 template (only right for MNI spaces).
+    """
+    from nilearn import plotting
+
+    data = np.asarray(img.dataobj, dtype=float)
+    if vmax is None:
+        peak = float(np.nanmax(np.abs(data))) if np.any(data) else 1.0
+        vmax = max(peak, 2 * abs(threshold), 1e-6)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), gridspec_kw={"height_ratios": [1.1, 1]})
+    common = {"threshold": threshold, "colorbar": True, "cmap": cmap, "vmax": vmax,
+              **({"symmetric_cbar": True} if symmetric else {"vmin": vmin})}
+    plotting.plot_glass_brain(img, axes=top, plot_abs=False, title=title, **common)
+    # plot_stat_map's default background is nilearn's bundled MNI152 template
+    plotting.plot_stat_map(img, axes=bottom, display_mode="z", cut_coords=6, **common,
+                           **({} if background else {"bg_img": None}))
+    save_figure(fig, figure, tight=False)
+
+
+def r2_histograms(values: dict[str, np.ndarray], figure: Path, title: str) -> None:
+    """One histogram of the voxels' held-out R² per feature space, on shared bins (log counts)."""
+    everything = np.concatenate(list(values.values()))
+    bins = np.linspace(min(everything.min(), 0.0), max(everything.max(), 0.05), 50)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, r2 in values.items():
+        ax.hist(r2, bins=bins, histtype="step", lw=1.5, label=name)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set(yscale="log", xlabel="held-out R²", ylabel="voxels", title=title)
+    ax.legend(fontsize=8, frameon=False)
+    save_figure(fig, figure)
+
+
+def layer_profile(layers: list[int], summaries: dict[str, list[float]], figure: Path, title: str) -> None:
+    """Summaries of the R² maps (e.g. median and 99th percentile in the mask) against the model's layer."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, values in summaries.items():
+        ax.plot(layers, values, marker="o", lw=1.5, label=name)
+    ax.set(xlabel="layer", ylabel="held-out R²", title=title, xticks=layers)
+    ax.legend(fontsize=8, frameon=False)
+    save_figure(fig, figure)
+
+
+def design_matrix(frame, figure: Path, title: str) -> None:
+    """A run's design (volumes x features) with its column names, each column scaled to its largest value."""
+    from nilearn.plotting import plot_design_matrix
+
+    width = min(12, 2.5 + 0.22 * frame.shape[1])
+    fig, ax = plt.subplots(figsize=(width, 5))
+    plot_design_matrix(frame, rescale=True, axes=ax)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("volume")
+    save_figure(fig, figure)
+
+
+def time_course(time, score, low, high, chance: float, clusters: list[dict], figure: Path, title: str,
+                ylabel: str = "ROC AUC") -> None:
+    """A score over time with a band (``low`` to ``high``), a chance line, and clusters with p < 0.05 shaded."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.fill_between(time, low, high, alpha=0.25)
+    ax.plot(time, score, lw=1.5)
+    ax.axhline(chance, color="k", lw=0.8, ls="--")
+    ax.axvline(0.0, color="k", lw=0.8)
+    for cluster in clusters:
+        if cluster["p"] < 0.05:
+            ax.axvspan(cluster["Start"], cluster["Stop"], color="orange", alpha=0.3)
+    ax.set(xlabel="time (s)", ylabel=ylabel, title=title)
+    save_figure(fig, figure)
+
+
+def generalization_matrix(scores: np.ndarray, times: list[float], chance: float, figure: Path, title: str) -> None:
+    """Temporal generalization: the score of a classifier trained at one time (rows) and tested at another."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    spread = max(float(np.abs(scores - chance).max()), 1e-3)
+    image = ax.imshow(scores, origin="lower", cmap="RdBu_r", vmin=chance - spread, vmax=chance + spread,
+                      extent=[times[0], times[-1], times[0], times[-1]])
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.axvline(0.0, color="k", lw=0.5)
+    ax.set(xlabel="testing time (s)", ylabel="training time (s)", title=title)
+    fig.colorbar(image, ax=ax, label="ROC AUC")
+    save_figure(fig, figure)
+
+
+def trf_kernel(weights, channel: str, figure: Path, title: str) -> None:
+    """The TRF of one channel, one line per feature (at most 10)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for feature, rows in list(weights.groupby("feature"))[:10]:
+        ax.plot(rows["lag"], rows[channel], lw=1.2)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set(xlabel="lag (s)", ylabel="weight", title=title)
+    save_figure(fig, figure)
+
+
+def tsne(latents: np.ndarray, conditions: np.ndarray, figure: Path, title: str, seed: int) -> None:
+    """The samples' latents in 2D (scikit-learn t-SNE), coloured by condition."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(latents) - 1) // 3)))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for condition in sorted(set(conditions)):
+        chosen = conditions == condition
+        ax.scatter(xy[chosen, 0], xy[chosen, 1], s=12, alpha=0.4 if condition == "n/a" else 0.85,
+                   c="#bbbbbb" if condition == "n/a" else None, label=condition)
+    ax.set(title=title, xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
+    ax.legend(fontsize=8, frameon=False)
+    save_figure(fig, figure)
