@@ -1,67 +1,375 @@
-"""Group level: one-sample statistics across subjects of the participant-level maps.
+"""Group level: one-sample tests across subjects of what the participant level wrote.
 
-Reads the participant derivatives (never recomputes them). For every task and
-feature space it writes the mean held-out R² and a one-sample t map (R² > 0
-across subjects) without the ``sub-`` entity.
+Reads the participant derivatives (never recomputes them) and writes group
+derivatives without the ``sub-`` entity. Each kind of participant output has
+its test, each from the library made for it:
+
+* maps (encoding R², searchlight accuracy): nilearn's ``non_parametric_inference``
+  (sign flips, max-t FWE) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
+* EEG/MEG decoding over time: the mean AUC with a t confidence band and mne's
+  cluster permutation test over time;
+* tables (whole-pattern decoding, region summaries, TRF scores per channel): one row
+  per decoder, region or channel, tested with mne's max-t permutation test (FWE over
+  rows) or t-tests with FDR.
+
+Every test is of the effect above chance (0 for R² and correlations, the
+sidecar's chance level for accuracies and AUCs), one-sided.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from .derivatives import parse_entities, save_nifti
 from .errors import UserError
 
+GROUP_TESTS = {
+    "permutation": "sign-flipping permutation test of the one-sample t statistic, family-wise error corrected by "
+                   "the permutation distribution of the maximum t (nilearn non_parametric_inference for maps, "
+                   "mne.stats.permutation_t_test for tables)",
+    "parametric": "one-sample t-test (scipy.stats.ttest_1samp), false discovery rate corrected with "
+                  "Benjamini-Hochberg (scipy.stats.false_discovery_control)",
+}
+CORRECTION = {"permutation": "FWE", "parametric": "FDR"}
+# what the participant level writes, and which files the group level reads (glob under OUTPUT_DIR)
+MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean searchlight accuracy across subjects"}
 
-def find_subject_maps(output_dir: Path, subjects: tuple[str, ...] = (), tasks: tuple[str, ...] = ()) -> dict[tuple, dict[str, Path]]:
-    """Participant R² maps grouped by (task, space, desc), each a {subject: path} mapping."""
-    grouped: dict[tuple, dict[str, Path]] = defaultdict(dict)
-    for path in sorted(Path(output_dir).glob("sub-*/func/*_stat-rSquare_statmap.nii.gz")):
+
+@dataclass(frozen=True)
+class TableKind:
+    """How to test one kind of participant table: which columns name a row, which are measured, against what."""
+
+    keys: tuple[str, ...]
+    measures: tuple[str, ...]
+    chance_column: str | None = None  # a per-row chance level; 0 without one
+
+
+TABLE_KINDS = {
+    ("func", "decoding"): TableKind(keys=("source",), measures=("balanced_accuracy", "roc_auc"), chance_column="chance"),
+    ("func", "regions"): TableKind(keys=("index", "name"), measures=("mean_r2",)),
+    ("eeg", "encoding"): TableKind(keys=("channel",), measures=("r",)),
+    ("meg", "encoding"): TableKind(keys=("channel",), measures=("r",)),
+}
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """The group test and its settings (one place, recorded in every group sidecar)."""
+
+    test: str = "permutation"
+    n_permutations: int = 1000
+    alpha: float = 0.05
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "GroupOptions":
+        return cls(**values)
+
+    def describe(self) -> dict[str, Any]:
+        return {"Test": self.test, "TestDescription": GROUP_TESTS[self.test], "Correction": CORRECTION[self.test],
+                "Alpha": self.alpha, "Permutations": self.n_permutations if self.test == "permutation" else 0,
+                "Seed": self.seed}
+
+
+@dataclass(frozen=True)
+class GroupInput:
+    """One participant output kind and name, with every subject's file: the unit one group test reads."""
+
+    kind: str  # "map", "time" or "table"
+    datatype: str
+    suffix: str
+    entities: dict[str, str]  # the file's entities without the subject
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{k}-{v}" for k, v in self.entities.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "files": {s: str(p) for s, p in self.files.items()}}
+
+
+def _kind(path: Path, datatype: str, ents: dict[str, str]) -> str | None:
+    """Which group test a participant file feeds, or None for files the group level does not read."""
+    suffix = ents["suffix"]
+    if suffix == "statmap" and path.name.endswith(".nii.gz") and ents.get("stat") in MAP_STATS:
+        return "map"
+    if not path.name.endswith(".tsv"):
+        return None
+    if suffix == "decoding" and datatype in ("eeg", "meg"):
+        return "time"
+    return "table" if (datatype, suffix) in TABLE_KINDS else None
+
+
+def collect_participant_outputs(output_dir: Path, subjects: tuple[str, ...] = (),
+                                tasks: tuple[str, ...] = ()) -> list[GroupInput]:
+    """Every participant output the group level tests, grouped by name across subjects."""
+    grouped: dict[tuple, GroupInput] = {}
+    for path in sorted(Path(output_dir).glob("sub-*/**/sub-*")):
+        datatype = path.parent.name
         ents = parse_entities(path)
-        if (subjects and ents["subject"] not in subjects) or (tasks and ents.get("task") not in tasks):
+        kind = _kind(path, datatype, ents)
+        if kind is None or (subjects and ents["subject"] not in subjects) or (tasks and ents.get("task") not in tasks):
             continue
-        grouped[(ents.get("task"), ents.get("space"), ents.get("desc"))][ents["subject"]] = path
-    return dict(grouped)
+        entities = {k: v for k, v in ents.items() if k not in ("subject", "suffix")}
+        key = (kind, datatype, ents["suffix"], tuple(entities.items()))
+        group = grouped.setdefault(key, GroupInput(kind, datatype, ents["suffix"], entities))
+        if ents["subject"] in group.files:
+            raise UserError(f"sub-{ents['subject']} has two '{group.name}' outputs (one per session?), and the group "
+                            "level takes one per subject", path=path,
+                            fix="Select one session with --session")
+        group.files[ents["subject"]] = path
+    return list(grouped.values())
 
 
-def group_statistics(maps: dict[str, Path], out_dir: Path, name: str) -> list[dict[str, Any]]:
-    """Mean R² and one-sample t (and its p-value) across subjects' maps of one feature space."""
-    subjects = sorted(maps)
-    if len(subjects) < 2:
-        raise UserError(f"the group level needs at least two subjects with '{name}' maps, found {len(subjects)}",
-                        path=maps[subjects[0]] if subjects else out_dir,
+def check_group_inputs(inputs: list[GroupInput], output_dir: Path, expected: tuple[str, ...] = ()) -> None:
+    """Every subject has every output, all in one space, and there are at least two subjects."""
+    if not inputs:
+        raise UserError("no participant-level outputs found", path=output_dir,
+                        fix="Run the participant level into this OUTPUT_DIR first")
+    everyone = sorted(set(expected) or {s for group in inputs for s in group.files})
+    by_name_without_space: dict[tuple, list[GroupInput]] = defaultdict(list)
+    for group in inputs:
+        without_space = tuple((k, v) for k, v in group.entities.items() if k != "space")
+        by_name_without_space[(group.kind, group.datatype, group.suffix, without_space)].append(group)
+    for groups in by_name_without_space.values():
+        if len(groups) > 1:
+            spaces = "; ".join(f"{g.entities.get('space')}: {', '.join('sub-' + s for s in sorted(g.files))}"
+                               for g in groups)
+            raise UserError(f"the subjects' '{groups[0].name}' outputs are in different spaces ({spaces}), so they "
+                            "cannot be compared", path=output_dir,
+                            fix="Run every subject's participant level with the same --space, or select subjects "
+                                "of one space with --participant-label")
+    for group in inputs:
+        missing = [s for s in everyone if s not in group.files]
+        if missing:
+            raise UserError(f"{', '.join('sub-' + m for m in missing)} have no '{group.name}' output, which "
+                            f"{', '.join('sub-' + s for s in sorted(group.files))} have", path=output_dir,
+                            fix="Run the participant level for them with the same options, or leave them out with "
+                                "--participant-label")
+    if len(everyone) < 2:
+        raise UserError(f"the group level needs at least two subjects, found {len(everyone)}", path=output_dir,
                         fix="Run the participant level for more subjects first")
-    images = [nib.load(str(maps[s])) for s in subjects]
+
+
+# --------------------------------------------------------------------------- maps
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    sidecar = path.with_name(path.name.split(".")[0] + ".json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+
+
+def _chance(sidecar: dict[str, Any]) -> float:
+    return float(sidecar.get("Chance", sidecar.get("ChanceLevel", 0.0)))
+
+
+def _load_maps(group: GroupInput) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Subjects x voxels data of one map name, after checking that every map is on the same grid."""
+    subjects = sorted(group.files)
+    images = [nib.load(str(group.files[s])) for s in subjects]
     reference = images[0]
     for subject, img in zip(subjects, images):
         if img.shape != reference.shape or not np.allclose(img.affine, reference.affine, atol=1e-3):
             raise UserError(
-                f"sub-{subject}'s map is on a different grid than sub-{subjects[0]}'s, so they cannot be compared voxel by voxel",
-                path=maps[subject], fix="Run every subject's participant level in the same --space",
+                f"sub-{subject}'s map is on a different grid than sub-{subjects[0]}'s, so they cannot be compared "
+                "voxel by voxel", path=group.files[subject],
+                fix="Run every subject's participant level on data resampled to the same template grid (--space)",
             )
-    data = np.stack([np.asarray(img.dataobj, dtype=np.float64) for img in images])
-    inside = np.all(data != 0, axis=0)
-    t = np.zeros(reference.shape)
-    p = np.ones(reference.shape)
-    if inside.any():
-        result = stats.ttest_1samp(data[:, inside], 0.0, axis=0, alternative="greater")
-        t[inside] = np.nan_to_num(result.statistic)
-        p[inside] = np.nan_to_num(result.pvalue, nan=1.0)
+    return np.stack([np.asarray(img.dataobj, dtype=np.float64) for img in images]), reference
+
+
+def fdr_adjust(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q) of a vector of p-values."""
+    return stats.false_discovery_control(np.clip(p, 0, 1), method="bh") if p.size else p
+
+
+def _one_sample(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided one-sample t and p of each column of subjects x tests effects (t = 0, p = 1 where undefined)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = stats.ttest_1samp(effects, 0.0, axis=0, alternative="greater")
+    return np.nan_to_num(result.statistic), np.nan_to_num(result.pvalue, nan=1.0)
+
+
+def map_test(group: GroupInput, out_dir: Path, options: GroupOptions) -> list[dict[str, Any]]:
+    """Mean effect, t, uncorrected p and corrected p maps of one participant map name, with sidecars."""
+    data, reference = _load_maps(group)
+    stat = group.entities["stat"]
+    sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
+    chance = _chance(sidecars[0])
+    inside = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
+    effects = data[:, inside] - chance
+    t, p = _one_sample(effects)
+    if options.test == "permutation":
+        corrected = _permutation_fwe(effects, inside, reference, options)
+    else:
+        corrected = fdr_adjust(p)
+    name = "pFWE" if options.test == "permutation" else "pFDR"
+    described = {
+        stat: (data.mean(axis=0), MAP_STATS[stat]),
+        "t": (_unmask(t, inside), f"one-sample t statistic of the subjects' {stat} above chance ({chance:g})"),
+        "p": (_unmask(p, inside, fill=1.0), "one-sided p-value of that t statistic (parametric, uncorrected)"),
+        name: (_unmask(corrected, inside, fill=1.0),
+               f"one-sided p-value, {CORRECTION[options.test]}-corrected over the voxels: {GROUP_TESTS[options.test]}"),
+    }
+    model = _participant_model(sidecars[0])
     outputs = []
-    for stat, values, description in (
-        ("rSquare", np.where(inside, data.mean(axis=0), 0), "mean held-out R² across subjects"),
-        ("t", t, "one-sample t statistic of held-out R² > 0 across subjects (parametric, uncorrected)"),
-        ("p", p, "one-sided p-value of that t test (uncorrected)"),
-    ):
-        path = Path(out_dir) / f"{name}_stat-{stat}.nii.gz"
+    for key, (values, description) in described.items():
+        path = Path(out_dir) / f"{group.name.replace(f'stat-{stat}', f'stat-{key}')}.nii.gz"
+        values = np.where(inside, values, 0) if key == stat else values
         save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
-        outputs.append({"in_file": str(path), "entities": {"stat": stat},
-                        "metadata": {"Description": description, "Subjects": subjects, "NSubjects": len(subjects),
-                                     "Sources": [str(maps[s]) for s in subjects]}})
+        outputs.append({"in_file": str(path), "entities": {**group.entities, "stat": key},
+                        "metadata": {"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
+                                     **_subjects(group), **options.describe(), **model}})
     return outputs
+
+
+def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    volume = np.full(inside.shape, fill, dtype=np.float64)
+    volume[inside] = values
+    return volume
+
+
+def _permutation_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image,
+                     options: GroupOptions) -> np.ndarray:
+    """Max-t FWE-corrected p of each voxel, from nilearn's non-parametric second-level inference."""
+    from nilearn.glm.second_level import non_parametric_inference
+
+    images = [nib.Nifti1Image(_unmask(e, inside).astype(np.float32), reference.affine) for e in effects]
+    mask = nib.Nifti1Image(inside.astype(np.uint8), reference.affine)
+    design = pd.DataFrame({"intercept": np.ones(len(effects))})
+    logp = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=options.n_permutations,
+                                    two_sided_test=False, random_state=options.seed, n_jobs=1, verbose=0)
+    return 10.0 ** -np.asarray(logp.dataobj, dtype=np.float64)[inside]
+
+
+def _subjects(group: GroupInput) -> dict[str, Any]:
+    subjects = sorted(group.files)
+    return {"Subjects": subjects, "NSubjects": len(subjects), "Sources": [str(group.files[s]) for s in subjects]}
+
+
+def _participant_model(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What the participant level fitted (its model description and CV scheme), carried into the group sidecar."""
+    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest")
+    return {"ParticipantLevel": {k: sidecar[k] for k in keys if k in sidecar}}
+
+
+# --------------------------------------------------------------------------- decoding over time (EEG, MEG)
+
+TIME_COLUMNS = {
+    "time": "time from the trials' onset (s)",
+    "roc_auc": "mean across subjects of the held-out ROC AUC",
+    "ci_low": "lower bound of the confidence interval of that mean (t distribution across subjects, within [0, 1])",
+    "ci_high": "upper bound of that confidence interval",
+    "t": "one-sample t statistic of the subjects' AUC above chance",
+    "cluster": "index of the time cluster (t above the cluster-forming threshold) the time belongs to (n/a: none)",
+    "p_value": "permutation p-value of that cluster, corrected over time (mne permutation_cluster_1samp_test)",
+}
+CONFIDENCE = 0.95
+
+
+def time_test(group: GroupInput, out_dir: Path, options: GroupOptions) -> list[dict[str, Any]]:
+    """Group decoding over time: mean AUC, confidence band and time clusters of AUC above chance."""
+    from mne.stats import permutation_cluster_1samp_test
+
+    subjects = sorted(group.files)
+    tables = {s: pd.read_csv(group.files[s], sep="\t") for s in subjects}
+    times = tables[subjects[0]]["time"].to_numpy(float)
+    for subject, table in tables.items():
+        if len(table) != len(times) or not np.allclose(table["time"].to_numpy(float), times, atol=1e-6):
+            raise UserError(f"sub-{subject}'s decoding is on other times than sub-{subjects[0]}'s", path=group.files[subject],
+                            fix="Run every subject's participant level with the same --epochs and --resample")
+    sidecar = _sidecar(group.files[subjects[0]])
+    chance = _chance(sidecar) or 0.5
+    auc = np.stack([tables[s]["roc_auc"].to_numpy(float) for s in subjects])
+    mean = auc.mean(axis=0)
+    sem = stats.sem(auc, axis=0) if len(subjects) > 1 else np.zeros_like(mean)
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, len(subjects) - 1) * sem
+    t, _ = _one_sample(auc - chance)
+    cluster_index = np.full(len(times), np.nan)
+    cluster_p = np.full(len(times), np.nan)
+    clusters = []
+    threshold = float(stats.t.ppf(1 - options.alpha, len(subjects) - 1))
+    if np.any(sem > 0):
+        _, found, p_values, _ = permutation_cluster_1samp_test(
+            auc - chance, threshold=threshold, n_permutations=max(options.n_permutations, 1), tail=1,
+            seed=options.seed, out_type="mask", verbose=False)
+        for index, (mask, p) in enumerate(zip(found, p_values)):
+            cluster_index[mask], cluster_p[mask] = index, p
+            clusters.append({"Start": float(times[mask][0]), "Stop": float(times[mask][-1]), "p": float(p)})
+    path = Path(out_dir) / f"{group.name}_decoding.tsv"
+    pd.DataFrame({"time": times, "roc_auc": mean, "ci_low": np.clip(mean - half_width, 0, 1),
+                  "ci_high": np.clip(mean + half_width, 0, 1), "t": t,
+                  "cluster": cluster_index, "p_value": cluster_p}).to_csv(
+        path, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    peak = int(np.argmax(mean))
+    metadata = {**{k: {"Description": v} for k, v in TIME_COLUMNS.items()}, "ChanceLevel": chance,
+                "ConfidenceLevel": CONFIDENCE, "Clusters": clusters, "ClusterFormingThreshold": threshold,
+                "ClusterTest": f"mne.stats.permutation_cluster_1samp_test of AUC - chance, one-sided, "
+                               f"{options.n_permutations} sign flips (all of them when fewer exist)",
+                "Peak": {"Time": float(times[peak]), "RocAuc": float(mean[peak])},
+                **_subjects(group), **options.describe(), **_participant_model(sidecar)}
+    return [{"in_file": str(path), "suffix": "decoding", "entities": group.entities, "metadata": metadata}]
+
+
+# --------------------------------------------------------------------------- tables
+
+def table_test(group: GroupInput, out_dir: Path, options: GroupOptions) -> list[dict[str, Any]]:
+    """One row per decoder, region or channel and measure: the subjects' values, their mean, t and p."""
+    from mne.stats import permutation_t_test
+
+    table_kind = TABLE_KINDS[(group.datatype, group.suffix)]
+    subjects = sorted(group.files)
+    long = []
+    for subject in subjects:
+        table = pd.read_csv(group.files[subject], sep="\t", na_values="n/a", keep_default_na=False)
+        lacking = [c for c in (*table_kind.keys, *table_kind.measures) if c not in table]
+        if lacking:
+            raise UserError(f"this table lacks the columns {', '.join(lacking)}", path=group.files[subject],
+                            fix="Rerun the participant level for this subject with this version of bids-encoding")
+        chance = table[table_kind.chance_column] if table_kind.chance_column else 0.0
+        for measure in table_kind.measures:
+            long.append(table[list(table_kind.keys)].assign(measure=measure, subject=f"sub-{subject}",
+                                                            value=table[measure], chance=chance))
+    rows = pd.concat(long).pivot_table(index=[*table_kind.keys, "measure", "chance"], columns="subject",
+                                       values="value", aggfunc="first", sort=True)
+    rows = rows[[f"sub-{s}" for s in subjects]].dropna()
+    effects = (rows.to_numpy(float) - rows.index.get_level_values("chance").to_numpy(float)[:, None]).T
+    t, p = _one_sample(effects)
+    if options.test == "permutation" and len(rows):
+        _, corrected, _ = permutation_t_test(effects, n_permutations=max(options.n_permutations, 1), tail=1,
+                                             seed=options.seed, verbose=False)
+    else:
+        corrected = fdr_adjust(p)
+    column = "p_fwe" if options.test == "permutation" else "p_fdr"
+    summary = rows.reset_index().assign(n_subjects=len(subjects), mean=rows.mean(axis=1).to_numpy(),
+                                        sem=stats.sem(rows.to_numpy(float), axis=1), t=t, p_value=p,
+                                        **{column: corrected})
+    ordered = [*table_kind.keys, "measure", "chance", "n_subjects", "mean", "sem", "t", "p_value", column,
+               *[f"sub-{s}" for s in subjects]]
+    path = Path(out_dir) / f"{group.name}_{group.suffix}.tsv"
+    summary[ordered].to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    columns = {"measure": "the participant table's column tested", "chance": "the chance level it is tested against",
+               "n_subjects": "subjects in the test", "mean": "mean across subjects", "sem": "standard error of that mean",
+               "t": "one-sample t statistic above chance", "p_value": "one-sided p-value of that t (uncorrected)",
+               column: f"one-sided p-value, {CORRECTION[options.test]}-corrected over the rows",
+               "sub-<label>": "each subject's value"}
+    metadata = {**{k: {"Description": v} for k, v in columns.items()}, **_subjects(group), **options.describe(),
+                **_participant_model(_sidecar(group.files[subjects[0]]))}
+    return [{"in_file": str(path), "suffix": group.suffix, "entities": group.entities, "metadata": metadata}]
+
+
+TESTS = {"map": map_test, "time": time_test, "table": table_test}
+
+
+def group_test(group: GroupInput, out_dir: Path, options: GroupOptions) -> list[dict[str, Any]]:
+    """The group test of one participant output name (see the module docstring)."""
+    return TESTS[group.kind](group, Path(out_dir), options)

@@ -270,11 +270,13 @@ class _ReportOutputSpec(TraitedSpec):
 
 
 class SubjectReport(SimpleInterface):
-    """The subject's HTML report, written beside the derivatives."""
+    """The subject's HTML report, written into the staging folder: it shows this run's derivatives and those
+    earlier runs left in the output folder (the staging folder's parent's parent)."""
 
     input_spec = _SubjectReportInputSpec
     output_spec = _ReportOutputSpec
 
+    @reporting_user_errors
     def _run_interface(self, runtime):
         from ..report import write_subject_report
 
@@ -284,8 +286,8 @@ class SubjectReport(SimpleInterface):
 
 
 class _GroupStatsInputSpec(BaseInterfaceInputSpec):
-    maps = traits.Dict(traits.Str, traits.Str, mandatory=True, desc="subject -> participant R² map")
-    name = traits.Str(mandatory=True)
+    group = traits.Dict(mandatory=True, desc="bids_encoding.group.GroupInput as a dict")
+    options = traits.Dict(desc="bids_encoding.group.GroupOptions as a dict")
 
 
 class _GroupStatsOutputSpec(TraitedSpec):
@@ -293,17 +295,18 @@ class _GroupStatsOutputSpec(TraitedSpec):
 
 
 class GroupStats(SimpleInterface):
-    """One-sample statistics across subjects of one feature space's maps."""
+    """The group test of one participant output name (maps, decoding over time, or tables)."""
 
     input_spec = _GroupStatsInputSpec
     output_spec = _GroupStatsOutputSpec
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..group import group_statistics
+        from ..group import GroupInput, GroupOptions, group_test
 
-        maps = {s: Path(p) for s, p in self.inputs.maps.items()}
-        self._results["outputs"] = group_statistics(maps, Path(runtime.cwd), self.inputs.name)
+        values = dict(self.inputs.group)
+        group = GroupInput(**{**values, "files": {s: Path(p) for s, p in values["files"].items()}})
+        self._results["outputs"] = group_test(group, Path(runtime.cwd), GroupOptions.from_dict(self.inputs.options or {}))
         return runtime
 
 
@@ -314,11 +317,12 @@ class _GroupReportInputSpec(BaseInterfaceInputSpec):
 
 
 class GroupReport(SimpleInterface):
-    """The group's HTML report."""
+    """The group's HTML report over this run's and the output folder's group derivatives."""
 
     input_spec = _GroupReportInputSpec
     output_spec = _ReportOutputSpec
 
+    @reporting_user_errors
     def _run_interface(self, runtime):
         from ..report import write_group_report
 
