@@ -161,6 +161,7 @@ def _participant_workflow(config):
     runs = {s: _subject_runs(config, layout, s) for s in subjects}
     for subject_runs in runs.values():  # every spec, task and contrast checked before anything runs
         plan_models(subject_runs, config.features, registry, required=config.analysis == "encoding")
+        _check_trim(config, subject_runs)
         if config.analysis == "decoding":
             decoding_tasks(subject_runs, config.decode)
         if config.analysis == "embedding":
@@ -179,6 +180,16 @@ def _participant_workflow(config):
         return wf
 
     return build
+
+
+def _check_trim(config, runs) -> None:
+    """--trim (encoding of BOLD runs) must leave volumes to fit in every run."""
+    for run in runs if config.analysis == "encoding" else ():
+        n_volumes = getattr(run, "n_volumes", None)  # EEG/MEG recordings have none to trim
+        if n_volumes is not None and n_volumes - sum(config.trim) < 2:
+            raise UserError(f"--trim {config.trim[0]} {config.trim[1]} leaves {max(n_volumes - sum(config.trim), 0)} "
+                            f"of this run's {n_volumes} volumes", path=run.bold,
+                            fix="Trim fewer volumes: at least 2 must remain in every run")
 
 
 def _subject_runs(config, layout, subject: str):
@@ -203,23 +214,17 @@ def _subject_runs(config, layout, subject: str):
 
 
 def _group_workflow(config):
-    from .group import find_subject_maps
+    from .group import GroupOptions, check_group_inputs, collect_participant_outputs
 
-    grouped = find_subject_maps(config.output_dir, config.participant_label, config.task)
-    if not grouped:
-        raise UserError("no participant-level maps found", path=config.output_dir,
-                        fix="Run the participant level into this OUTPUT_DIR first")
-    expected = sorted({s for maps in grouped.values() for s in maps})
-    for (task, space, desc), maps in grouped.items():
-        missing = [s for s in expected if s not in maps]
-        if missing:
-            raise UserError(f"subjects {', '.join('sub-' + m for m in missing)} have no '{desc}' map for task '{task}'",
-                            path=config.output_dir, fix="Run the participant level for them, or leave them out with --participant-label")
+    inputs = collect_participant_outputs(config.output_dir, config.participant_label, config.task)
+    check_group_inputs(inputs, config.output_dir, config.participant_label)
+    GroupOptions.from_dict(config.group_options())
 
     def build(stage: Path):
         from .workflows.group import init_group_wf
 
-        wf = init_group_wf(grouped, stage, _provenance(config), {"": config.output_dir.as_uri()})  # bids:: = this dataset
+        wf = init_group_wf(inputs, stage, config.group_options(), _provenance(config),
+                           {"": config.output_dir.as_uri()})  # bids:: = this dataset
         wf.name = "bids_encoding_group_wf"
         return wf
 
@@ -256,36 +261,60 @@ def _user_name() -> str:
         return str(os.getuid())
 
 
+def _nipype_runner(config):
+    """The Nipype execution plugin, made before anything runs: a wrong name or argument is the user's error, not a crash."""
+    from nipype.pipeline import plugins
+
+    plugin = getattr(plugins, f"{config.nipype_plugin}Plugin", None)
+    if plugin is None:
+        known = ", ".join(n[: -len("Plugin")] for n in dir(plugins) if n.endswith("Plugin") and n != "Plugin")
+        raise UserError(f"there is no Nipype plugin called '{config.nipype_plugin}'", fix=f"Give --nipype-plugin one of: {known}")
+    try:
+        return plugin(plugin_args={"status_callback": NodeLog(), **config.nipype_plugin_args})
+    except Exception as exc:
+        raise UserError(f"the Nipype plugin {config.nipype_plugin} does not accept --nipype-plugin-args "
+                        f"{json.dumps(config.nipype_plugin_args, default=str)} ({type(exc).__name__}: {exc})",
+                        fix="Correct --nipype-plugin-args, e.g. '{\"n_procs\": 4}' for MultiProc") from None
+
+
 def _run_workflow(config, build, description) -> int:
     """Run the workflow into a staging folder and commit it; on failure, report and leave outputs as they were."""
     from nipype import config as nipype_config
 
     from .derivatives import BIDSIGNORE, dataset_description, dataset_links, staging, write_json
+    from .storage import check_writable, remove_if_empty, storage_error
     from .workflows.interfaces import ERROR_DIR_VARIABLE
 
-    config.work_dir.mkdir(parents=True, exist_ok=True)
+    created = check_writable(config)
     nipype_config.update_config({
         "execution": {"crashdump_dir": str(config.work_dir / "crash"), "stop_on_first_crash": True,
                       "crashfile_format": "txt", "remove_unnecessary_outputs": False, "hash_method": "content",
+                      # Nipype's graph viewer (index.html, graph.json) would be rewritten by every run sharing the work dir
+                      "create_report": False,
                       # local plugins need no 2 s pause between polls; schedulers (SLURM, ...) keep Nipype's default
                       "poll_sleep_duration": 0.1 if config.nipype_plugin in ("Linear", "MultiProc") else 2},
         "monitoring": {"enabled": False},
     })
     if not os.environ.get("LOGNAME"):  # Nipype's SLURM plugin names jobs after it (KeyError without it)
         os.environ["LOGNAME"] = _user_name()
-    errors = Path(tempfile.mkdtemp(prefix="errors-", dir=config.work_dir))
-    os.environ[ERROR_DIR_VARIABLE] = str(errors)
+    succeeded = False
+    errors = None
     try:
+        errors = Path(tempfile.mkdtemp(prefix="errors-", dir=config.work_dir))
+        os.environ[ERROR_DIR_VARIABLE] = str(errors)
         with staging(config.output_dir) as stage:
             workflow = build(stage)
             workflow.base_dir = str(config.work_dir)
+            runner = _nipype_runner(config)
             try:
-                plugin_args = {"status_callback": NodeLog(), **config.nipype_plugin_args}
-                workflow.run(plugin=config.nipype_plugin, plugin_args=plugin_args)
+                workflow.run(plugin=runner)
             except Exception as exc:
                 messages = sorted({json.loads(p.read_text())["message"] for p in errors.glob("*.json")})
                 if messages:
                     raise UserError(" ".join(messages)) from None
+                storage = storage_error(config, str(exc))
+                if storage:
+                    raise storage from None
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 raise UserError(
                     f"a processing step failed ({type(exc).__name__}: {first_line})",
@@ -295,7 +324,17 @@ def _run_workflow(config, build, description) -> int:
             links = dataset_links(config.bids_dir, config.derivatives)
             write_json(stage / "dataset_description.json", dataset_description(config.bids_dir, description, links))
             (stage / ".bidsignore").write_text(BIDSIGNORE)
-            return sum(1 for p in stage.rglob("*") if p.is_file())
+            n_files = sum(1 for p in stage.rglob("*") if p.is_file())
+        succeeded = True
+        return n_files
+    except OSError as exc:  # outside the nodes: the work dir, staging, the commit
+        storage = storage_error(config, str(exc), exc.errno)
+        if storage is None:
+            raise
+        raise storage from None
     finally:
         os.environ.pop(ERROR_DIR_VARIABLE, None)
-        shutil.rmtree(errors, ignore_errors=True)
+        if errors:
+            shutil.rmtree(errors, ignore_errors=True)
+        if not succeeded:
+            remove_if_empty(created)

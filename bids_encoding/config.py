@@ -64,9 +64,12 @@ class RunConfig:
     reject_grad: float = 4000.0
     generalize: bool = False
     trf_lags: tuple[float, float] = (-0.1, 0.6)
+    group_test: str = "permutation"
+    alpha: float = 0.05
     seed: int = 0
     feature_cache: Path | None = None
     n_cpus: int = 1
+    mem_gb: float | None = None
     nipype_plugin: str = "Linear"
     nipype_plugin_args: dict[str, Any] = field(default_factory=dict)
     skip_bids_validation: bool = False
@@ -76,7 +79,8 @@ class RunConfig:
         """The options of the encoding stage (see bids_encoding.encoding.EncodingOptions)."""
         return {"design": self.design, "hrf_model": self.hrf_model, "delays": list(self.delays),
                 "trim": list(self.trim), "confounds": list(self.confounds), "confounds_mode": self.confounds_mode,
-                "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "pca": self.feature_pca, "seed": self.seed}
+                "backend": self.backend, "atlas": str(self.atlas) if self.atlas else None, "pca": self.feature_pca, "seed": self.seed,
+                "mem_gb": self.mem_gb}
 
     def decoding_options(self) -> dict[str, Any]:
         """The options of the decoding stage (see bids_encoding.decoding.DecodingOptions)."""
@@ -100,6 +104,10 @@ class RunConfig:
                 "reject_mag": self.reject_mag, "reject_grad": self.reject_grad, "classifier": self.classifier,
                 "n_permutations": self.n_permutations, "generalize": self.generalize, "trf_tmin": self.trf_lags[0],
                 "trf_tmax": self.trf_lags[1], "seed": self.seed}
+
+    def group_options(self) -> dict[str, Any]:
+        """The options of the group level (see bids_encoding.group.GroupOptions)."""
+        return {"test": self.group_test, "n_permutations": self.n_permutations, "alpha": self.alpha, "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values, for provenance in sidecars."""
@@ -224,8 +232,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"--n-cpus must be at least 1, not {n_cpus}", fix="Give a positive number of processes")
     plugin = args.nipype_plugin or ("MultiProc" if n_cpus > 1 else "Linear")
     plugin_args = _plugin_args(args.nipype_plugin_args)
+    mem_gb = float(args.mem_gb) if args.mem_gb is not None else None
+    if mem_gb is not None and not mem_gb > 0:
+        raise UserError(f"--mem-gb must be a positive number of GiB, not {args.mem_gb}", fix="e.g. --mem-gb 8")
     if plugin == "MultiProc":
         plugin_args.setdefault("n_procs", n_cpus)
+        if mem_gb is not None:  # a fit node takes every CPU, so it runs alone and may use the whole cap
+            plugin_args.setdefault("memory_gb", mem_gb)
     if int(args.feature_pca) < 0:
         raise UserError(f"--feature-pca takes a number of components (0 for none), not {args.feature_pca}",
                         fix="e.g. --feature-pca 20")
@@ -241,6 +254,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if int(args.n_permutations) < 0 or float(args.searchlight_radius) <= 0:
         raise UserError("--n-permutations must be >= 0 and --searchlight-radius > 0",
                         fix="e.g. --n-permutations 1000 --searchlight-radius 8")
+    if not 0 < float(args.alpha) < 1:
+        raise UserError(f"--alpha is a significance level between 0 and 1, not {args.alpha}", fix="e.g. --alpha 0.05")
     work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
     if _writes_into_input(work_dir, bids_dir):
         raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,
@@ -292,9 +307,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         reject_grad=float(args.reject_grad),
         generalize=bool(args.generalize),
         trf_lags=(float(args.trf_lags[0]), float(args.trf_lags[1])),
+        group_test=args.group_test,
+        alpha=float(args.alpha),
         seed=int(args.seed),
         feature_cache=feature_cache,
         n_cpus=n_cpus,
+        mem_gb=mem_gb,
         nipype_plugin=plugin,
         nipype_plugin_args=plugin_args,
         skip_bids_validation=bool(args.skip_bids_validation),
@@ -317,19 +335,40 @@ def check_stage_options(config: RunConfig) -> None:
 
 
 def _config_value(action: argparse.Action, value: Any, config_file: Path) -> Any:
-    """Convert one config-file value the way argparse would convert it on the command line."""
-    many = action.nargs in ("+", "*")
+    """Convert one config-file value the way argparse would convert it on the command line:
+    its type, its choices and its number of values; ``null`` leaves the option's default."""
+
+    def invalid(why: str, fix: str = "Correct that value") -> UserError:
+        return UserError(f"the value of '{action.dest}' in the config file {why}", path=config_file, fix=fix)
+
+    if value is None:
+        return action.default
+    if action.nargs == 0:  # a flag: store_true, or a count (-v)
+        counts = isinstance(action, argparse._CountAction)
+        if isinstance(value, bool) or (counts and isinstance(value, int) and value >= 0):
+            return int(value) if counts else value
+        raise invalid(f"is {value!r}, not {'a count' if counts else 'true or false'}", fix="Write true or false")
+    if isinstance(value, dict):  # a mapping stands for its JSON text, as --nipype-plugin-args takes it
+        value = json.dumps(value)
     values = value if isinstance(value, list) else [value]
-    if action.type is not None:
-        try:
-            values = [action.type(str(v)) for v in values]
-        except (argparse.ArgumentTypeError, ValueError) as exc:
-            raise UserError(f"the value of '{action.dest}' is not valid ({exc})", path=config_file,
-                            fix="Correct that value") from None
-    if many:
+    if any(isinstance(v, (list, dict)) for v in values):
+        raise invalid("nests lists or mappings", fix="Give a single value or a flat list of values")
+    try:
+        values = [(action.type or str)(str(v)) for v in values]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise invalid(f"is not valid ({exc})") from None
+    if action.choices is not None and any(v not in action.choices for v in values):
+        raise invalid(f"must be one of {', '.join(map(str, action.choices))}")
+    if action.nargs in ("+", "*"):
+        if not values and action.nargs == "+":
+            raise invalid("is an empty list", fix="Give at least one value, or leave the key out")
+        return values
+    if isinstance(action.nargs, int):
+        if len(values) != action.nargs:
+            raise invalid(f"has {len(values)} values, not {action.nargs}", fix=f"Give a list of {action.nargs} values")
         return values
     if len(values) != 1:
-        raise UserError(f"'{action.dest}' takes one value, not a list", path=config_file, fix="Give a single value")
+        raise invalid("is a list, but the option takes one value", fix="Give a single value")
     return values[0]
 
 

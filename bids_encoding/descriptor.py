@@ -87,7 +87,7 @@ def build_descriptor() -> dict:
         "groups": [{"id": "selection", "name": "What to analyse",
                     "members": ["participant_label", "task", "session", "run", "space", "bids_filter_file", "derivatives"]},
                    {"id": "execution", "name": "How to run",
-                    "members": ["work_dir", "n_cpus", "nipype_plugin", "nipype_plugin_args", "config"]}],
+                    "members": ["work_dir", "n_cpus", "mem_gb", "nipype_plugin", "nipype_plugin_args", "config"]}],
         "suggested-resources": {"cpu-cores": 2, "ram": 8, "walltime-estimate": 3600},
         "tags": {"domain": ["neuroinformatics", "fmri", "encoding-models", "bids"]},
     }

@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train at every time and test at every other (temporal generalization)")
     meeg.add_argument("--trf-lags", nargs=2, type=float, default=[-0.1, 0.6], metavar=("TMIN", "TMAX"),
                       help="lags of the temporal response functions in s (encoding)")
+    group = parser.add_argument_group("group level")
+    group.add_argument("--group-test", choices=("permutation", "parametric"), default="permutation",
+                       help="one-sample test across subjects: sign-flip permutations with max-t family-wise error "
+                            "correction (nilearn, mne; --n-permutations of them), or t-tests with false discovery "
+                            "rate correction")
+    group.add_argument("--alpha", type=float, default=0.05, metavar="P",
+                       help="significance level of the corrected group tests (figures, cluster threshold)")
     model.add_argument("--seed", type=int, default=0, help="seed for every random step (recorded in sidecars)")
 
     run = parser.add_argument_group("how to run")
@@ -143,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Nipype working directory; a rerun with the same one reuses finished steps "
                           "(default: OUTPUT_DIR/.bids-encoding/work)")
     run.add_argument("--n-cpus", "--nprocs", type=int, default=1, metavar="N", help="processes for MultiProc")
+    run.add_argument("--mem-gb", "--mem_gb", type=float, metavar="GB",
+                     help="memory cap in GiB: encoding fits process voxels in chunks sized to stay within it "
+                          "(data included), and MultiProc schedules within it (default: no cap; chunks of "
+                          "10,000 voxels)")
     run.add_argument("--nipype-plugin", metavar="NAME",
                      help="Nipype execution plugin: Linear, MultiProc, SLURM, ... (default: Linear for 1 CPU, else MultiProc)")
     run.add_argument("--nipype-plugin-args", metavar="JSON",
