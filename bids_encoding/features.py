@@ -10,7 +10,8 @@ name, distribution and version, its options (plus the size and modification
 time of any file or folder an option names, so a changed vector file or model
 folder is noticed) and the stimuli themselves (onsets, words, image bytes), not
 the path of the events file. A second run, in another output or work folder,
-recomputes nothing; concurrent runs write each entry atomically.
+recomputes nothing. Parallel runs that need the same entry take turns on a lock
+beside it (one computes, the others read), and each entry is written atomically.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from .errors import UserError
+from .locks import exclusive
 from .plugin_api import FeatureSet
 from .plugin_manager import Registered, Registry, installed_plugins, instantiate
 from .stimuli import Stimuli, stimuli_from_events
@@ -99,19 +102,56 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: Re
             fix="Pick features that match the task's events (bids-encoding plugins lists each one's modality), or select another --task",
         )
     options = extractor.get_options()
-    cached = cache_path(cache_dir, cache_key(entry, options, stimuli)) if cache_dir else None
-    if cached is not None and cached.exists():
-        try:
-            features, provenance = load(cached)
-            log.info("features of %s by %s: from the cache (%s)", Path(events_file).name, entry.name, cached)
-            return features, {**provenance, "Spec": spec, "Events": str(events_file)}
-        except (OSError, ValueError, KeyError):
-            log.warning("ignoring an unreadable cache entry %s", cached)
+    if cache_dir is None:
+        features, provenance = _extract_now(extractor, entry, options, stimuli, events_file)
+    else:
+        cached = cache_path(cache_dir, cache_key(entry, options, stimuli))
+        with _entry_lock(cached):  # parallel jobs with the same stimuli: one computes, the others read its entry
+            features, provenance = _from_cache(cached, entry, events_file) or \
+                _extract_now(extractor, entry, options, stimuli, events_file, store=cached)
+    return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+
+
+def _extract_now(extractor: Any, entry: Registered, options: dict[str, Any], stimuli: Stimuli, events_file: Path,
+                 store: Path | None = None) -> tuple[FeatureSet, dict[str, Any]]:
     features = run_extractor(extractor, entry, stimuli, events_file)
     provenance = {"Plugin": entry.provenance(), "Options": options, "Details": features.info}
-    if cached is not None:
-        _store_in_cache(features, provenance, cached)
-    return features, {**provenance, "Spec": spec, "Events": str(events_file)}
+    if store is not None:
+        _store_in_cache(features, provenance, store)
+    return features, provenance
+
+
+def _from_cache(cached: Path, entry: Registered, events_file: Path) -> tuple[FeatureSet, dict[str, Any]] | None:
+    if not cached.exists():
+        return None
+    try:
+        found = load(cached)
+    except (OSError, ValueError, KeyError):
+        log.warning("ignoring an unreadable cache entry %s", cached)
+        return None
+    log.info("features of %s by %s: from the cache (%s)", Path(events_file).name, entry.name, cached)
+    return found
+
+
+@contextmanager
+def _entry_lock(cached: Path) -> Iterator[None]:
+    """Hold the entry's lock (``<key>.lock`` beside it) for the block, then remove it. Temporary files of this
+    key that a killed writer left are removed under the lock, when nobody can be writing them. Without a
+    writable cache folder there is no lock (nor an entry: :func:`_store_in_cache` warns about that)."""
+    lock = cached.with_suffix(".lock")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError:
+        yield
+        return
+    with exclusive(lock):
+        try:
+            for stale in cached.parent.glob(f"{cached.stem}.*.tmp.npz"):
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # waiters notice the removal and lock anew (see locks.exclusive)
 
 
 def run_extractor(extractor: Any, entry: Registered, stimuli: Stimuli, events_file: Path | None = None) -> FeatureSet:
@@ -134,7 +174,7 @@ def _store_in_cache(features: FeatureSet, provenance: dict[str, Any], path: Path
     """Write a cache entry atomically (a temporary file renamed), so parallel runs never read half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp.npz")
         os.close(handle)
         try:
             save(features, provenance, Path(tmp))

@@ -108,6 +108,38 @@ def test_a_damaged_entry_is_recomputed_and_an_unwritable_cache_is_only_a_warning
     assert found.spaces[""][:, 0].tolist() == [3.0, 6.0] and "could not write the feature cache" in caplog.text
 
 
+def test_parallel_extractions_of_one_entry_compute_it_once(registry, tmp_path, monkeypatch):
+    """Threads stand in for jobs: flock locks belong to each open() of the lock file, so they exclude each other."""
+    import threading
+    import time
+
+    original = Counting.extract
+    monkeypatch.setattr(Counting, "extract", lambda self, stimuli: time.sleep(0.5) or original(self, stimuli))
+    events = write_events(tmp_path / "e_events.tsv", ["the", "forest"])
+    results = []
+    jobs = [threading.Thread(target=lambda: results.append(
+        features.extract("counting", events, None, registry, cache_dir=tmp_path / "cache")[0])) for _ in range(4)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert Counting.calls == [2] and len(results) == 4
+    assert all(r.spaces[""][:, 0].tolist() == [3.0, 6.0] for r in results)
+    assert [p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [".npz"]  # no lock left behind
+
+
+def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_extraction(registry, tmp_path):
+    events = write_events(tmp_path / "e_events.tsv", ["the", "forest"])
+    features.extract("counting", events, None, registry, cache_dir=tmp_path / "cache")
+    entry = next((tmp_path / "cache").rglob("*.npz"))
+    leftover = entry.with_name(f"{entry.stem}.x1y2z3.tmp.npz")
+    leftover.write_bytes(b"half an entry")
+    other_key = entry.with_name("0" * 64 + ".x1y2z3.tmp.npz")  # another entry's writer may be alive: kept
+    other_key.write_bytes(b"being written")
+    features.extract("counting", events, None, registry, cache_dir=tmp_path / "cache")
+    assert not leftover.exists() and other_key.exists()
+
+
 def test_image_stimuli_are_keyed_by_their_bytes(tmp_path):
     from bids_encoding.stimuli import Images
 
