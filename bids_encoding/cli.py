@@ -103,7 +103,7 @@ def list_plugins(as_json: bool = False) -> int:
 
 def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
     """Write the example dataset, then run participant and group levels on its preprocessed derivatives."""
-    from .example import write_example_dataset
+    from .example import atlas_path, write_example_dataset
 
     folder = Path(folder)
     bids_dir = folder / "bids"
@@ -113,8 +113,9 @@ def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
     common = [str(bids_dir), str(output_dir)]
     options = ["--derivatives", str(bids_dir / "derivatives" / "fmriprep"), "--features", *features,
                "--n-cpus", str(n_cpus), "--work-dir", str(folder / "work")]
-    for level in ("participant", "group"):
-        status = run_app(common + [level] + options)
+    atlas = ["--atlas", str(atlas_path(bids_dir))] if atlas_path(bids_dir).exists() else []  # region tables
+    for level, extra in (("participant", atlas), ("group", [])):
+        status = run_app(common + [level] + options + extra)
         if status:
             return status
     print(f"\nDemo finished.\n  example dataset: {bids_dir}\n  derivatives:     {output_dir}\n"

@@ -744,6 +744,7 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
     mask, affine = np.asarray(mask_img.dataobj) > 0, mask_img.affine
     mask_bytes = _gz_bytes(_mask_image(mask, affine))
     _top_level_files(root, n_subjects, seed)
+    write_atlas(root, mask, affine)
     stim_files = write_stimuli(root, seed)
     parts = split_parts(split_sentences(read_story()), TASKS["lpp"].n_runs)
     # everyone hears the same recording of the story: word timing depends on the seed only
@@ -753,6 +754,29 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
         if eeg:
             _write_subject_eeg(root, index, seed, stim_files, word_runs, eeg_format)
     return root
+
+
+def atlas_path(dataset: str | Path) -> Path:
+    """The example's atlas of the planted spheres (a label image in the data's space, its ``_dseg.tsv`` beside it)."""
+    return Path(dataset) / "derivatives" / "atlas" / f"tpl-{SPACE}" / f"tpl-{SPACE}_res-{RESOLUTION}_atlas-planted_dseg.nii.gz"
+
+
+def write_atlas(root: Path, mask: np.ndarray, affine: np.ndarray) -> Path:
+    """One label per planted sphere (a voxel in two spheres goes to the first), for ``--atlas``: the group level's
+    region tables then show each feature space's R² in its own sphere and in the others."""
+    planted = [p for of_task in PLANTED.values() for p in of_task]
+    labels = np.zeros(mask.shape, dtype=np.int16)
+    for index, p in enumerate(planted, start=1):
+        labels[(sphere_weights(p.center_mm, p.radius_mm, mask, affine) > 0) & (labels == 0)] = index
+    path = atlas_path(root)
+    _write_bytes([path], _gz_bytes(_mni_image(labels, affine)))
+    _write_tsv(path.with_name(path.name.replace(".nii.gz", ".tsv")),
+               pd.DataFrame({"index": range(1, len(planted) + 1), "name": [f"{p.name}Sphere" for p in planted]}))
+    _write_json(root / "derivatives" / "atlas" / "dataset_description.json", {
+        "Name": "The example's planted spheres as an atlas", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+        "License": "CC0", "GeneratedBy": [{"Name": GENERATOR, "Version": __version__}],
+    })
+    return path
 
 
 def load_truth(dataset: str | Path, subject: str, task: str) -> dict[str, np.ndarray]:

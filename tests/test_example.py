@@ -18,7 +18,7 @@ from nilearn.glm.first_level.hemodynamic_models import glover_hrf
 
 from bids_encoding import __version__
 from bids_encoding.errors import UserError
-from bids_encoding.example import PLANTED, TASKS, TR, load_truth, read_story, write_example_dataset
+from bids_encoding.example import PLANTED, TASKS, TR, atlas_path, load_truth, read_story, write_example_dataset
 
 SUBJECTS = ("01", "02")
 SPACE = "space-MNI152NLin2009cAsym_res-6"
@@ -230,6 +230,16 @@ def test_load_truth_masks_are_nonempty_and_disjoint(dataset):
 
 def _run_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*_events.tsv"))}
+
+
+def test_the_atlas_labels_each_planted_sphere(dataset):
+    atlas = atlas_path(dataset)
+    labels = np.asarray(nib.load(atlas).dataobj)
+    names = pd.read_csv(str(atlas).replace(".nii.gz", ".tsv"), sep="\t").set_index("name")["index"]
+    for task in ("lpp", "faces"):
+        for name, planted in load_truth(dataset, "01", task).items():
+            assert np.array_equal(labels == names[f"{name}Sphere"], planted), name
+    assert json.loads((dataset / "derivatives/atlas/dataset_description.json").read_text())["DatasetType"] == "derivative"
 
 
 def test_same_seed_same_dataset_and_overwrite(dataset, tmp_path):
