@@ -106,9 +106,12 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: Re
         features, provenance = _extract_now(extractor, entry, options, stimuli, events_file)
     else:
         cached = cache_path(cache_dir, cache_key(entry, options, stimuli))
-        with _entry_lock(cached):  # parallel jobs with the same stimuli: one computes, the others read its entry
-            features, provenance = _from_cache(cached, entry, events_file) or \
-                _extract_now(extractor, entry, options, stimuli, events_file, store=cached)
+        found = _from_cache(cached, entry, events_file, warn=False)  # an entry is only read: no lock needed
+        if found is None:
+            with _entry_lock(cached):  # parallel jobs with the same stimuli: one computes, the others read its entry
+                found = _from_cache(cached, entry, events_file) or \
+                    _extract_now(extractor, entry, options, stimuli, events_file, store=cached)
+        features, provenance = found
     return features, {**provenance, "Spec": spec, "Events": str(events_file)}
 
 
@@ -121,13 +124,15 @@ def _extract_now(extractor: Any, entry: Registered, options: dict[str, Any], sti
     return features, provenance
 
 
-def _from_cache(cached: Path, entry: Registered, events_file: Path) -> tuple[FeatureSet, dict[str, Any]] | None:
+def _from_cache(cached: Path, entry: Registered, events_file: Path,
+                warn: bool = True) -> tuple[FeatureSet, dict[str, Any]] | None:
     if not cached.exists():
         return None
     try:
         found = load(cached)
     except (OSError, ValueError, KeyError):
-        log.warning("ignoring an unreadable cache entry %s", cached)
+        if warn:
+            log.warning("ignoring an unreadable cache entry %s", cached)
         return None
     log.info("features of %s by %s: from the cache (%s)", Path(events_file).name, entry.name, cached)
     return found
@@ -135,8 +140,8 @@ def _from_cache(cached: Path, entry: Registered, events_file: Path) -> tuple[Fea
 
 @contextmanager
 def _entry_lock(cached: Path) -> Iterator[None]:
-    """Hold the entry's lock (``<key>.lock`` beside it) for the block, then remove it. Temporary files of this
-    key that a killed writer left are removed under the lock, when nobody can be writing them. Without a
+    """Hold the entry's lock (``<key>.lock`` beside it) while the entry is made, then remove it. Temporary files
+    of this key that a killed writer left are removed under the lock, when nobody can be writing them. Without a
     writable cache folder there is no lock (nor an entry: :func:`_store_in_cache` warns about that)."""
     lock = cached.with_suffix(".lock")
     try:

@@ -128,16 +128,17 @@ def test_parallel_extractions_of_one_entry_compute_it_once(registry, tmp_path, m
     assert [p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [".npz"]  # no lock left behind
 
 
-def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_extraction(registry, tmp_path):
+def test_a_killed_writer_s_temporary_file_is_removed_when_the_entry_is_made(registry, tmp_path):
     events = write_events(tmp_path / "e_events.tsv", ["the", "forest"])
     features.extract("counting", events, None, registry, cache_dir=tmp_path / "cache")
     entry = next((tmp_path / "cache").rglob("*.npz"))
+    entry.unlink()  # the writer was killed before renaming its temporary file into place
     leftover = entry.with_name(f"{entry.stem}.x1y2z3.tmp.npz")
     leftover.write_bytes(b"half an entry")
     other_key = entry.with_name("0" * 64 + ".x1y2z3.tmp.npz")  # another entry's writer may be alive: kept
     other_key.write_bytes(b"being written")
     features.extract("counting", events, None, registry, cache_dir=tmp_path / "cache")
-    assert not leftover.exists() and other_key.exists()
+    assert not leftover.exists() and other_key.exists() and entry.exists() and Counting.calls == [2, 2]
 
 
 def test_image_stimuli_are_keyed_by_their_bytes(tmp_path):
