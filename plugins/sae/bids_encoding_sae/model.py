@@ -159,21 +159,20 @@ class SparseAutoencoder(torch.nn.Module):
     def device(self) -> torch.device:
         return self.W_dec.device
 
-    @torch.no_grad()
     def encode_array(self, X: np.ndarray) -> np.ndarray:
         """Latents of the rows of ``X`` (float32 numpy), computed in chunks."""
-        X = np.asarray(X, dtype=np.float32)
-        out = np.empty((len(X), self.W_enc.shape[0]), np.float32)
-        for start in range(0, len(X), CHUNK):
-            out[start:start + CHUNK] = self.encode(torch.from_numpy(X[start:start + CHUNK]).to(self.device)).cpu().numpy()
-        return out
+        return self._in_chunks(self.encode, X, self.W_enc.shape[0])
+
+    def decode_array(self, Z: np.ndarray) -> np.ndarray:
+        """Reconstructions of the rows of ``Z`` (float32 numpy), computed in chunks."""
+        return self._in_chunks(self.decode, Z, self.W_dec.shape[0])
 
     @torch.no_grad()
-    def decode_array(self, Z: np.ndarray) -> np.ndarray:
-        Z = np.asarray(Z, dtype=np.float32)
-        out = np.empty((len(Z), self.W_dec.shape[0]), np.float32)
-        for start in range(0, len(Z), CHUNK):
-            out[start:start + CHUNK] = self.decode(torch.from_numpy(Z[start:start + CHUNK]).to(self.device)).cpu().numpy()
+    def _in_chunks(self, step, A: np.ndarray, width: int) -> np.ndarray:
+        A = np.asarray(A, dtype=np.float32)
+        out = np.empty((len(A), width), np.float32)
+        for start in range(0, len(A), CHUNK):
+            out[start:start + CHUNK] = step(torch.from_numpy(A[start:start + CHUNK]).to(self.device)).cpu().numpy()
         return out
 
 
