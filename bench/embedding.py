@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import final_line, matmul_gflops, peak_rss_gb, timed  # noqa: E402
 
-from bids_encoding.embedders import PCAEmbedder  # noqa: E402
+from bids_encoding.plugins.builtin import PCAEmbedder  # noqa: E402
 
 
 def _status_gb(field: str = "VmHWM") -> float:

@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/searchlight.py [--radius 8 --classifier logistic]
 Writes the example dataset (one subject) to a temporary folder, estimates the LSS trial responses
 of task faces (80 trials x 8,735 voxels of the 6 mm mask), then scores every voxel of the mask:
 
-* ours: ``bids_encoding.models.decoding.searchlight`` (batched exact solver, n_jobs=1);
+* ours: ``bids_encoding.models.searchlight.searchlight`` (batched exact solver, n_jobs=1);
 * nilearn: ``nilearn.decoding.SearchLight`` on the trials as a 4D image, with the same sphere
   radius, the same scikit-learn pipeline (StandardScaler + classifier), ``cv=LeaveOneGroupOut()``
   with the runs as ``groups`` and ``scoring="balanced_accuracy"``; everything else its defaults
@@ -33,10 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import final_line, peak_rss_gb, timed  # noqa: E402
 
-from bids_encoding.decoding import trial_responses  # noqa: E402
-from bids_encoding.encoding import brain_mask  # noqa: E402
+from bids_encoding.fmri.trials import trial_responses  # noqa: E402
+from bids_encoding.fmri.masks import brain_mask  # noqa: E402
 from bids_encoding.example import load_truth, write_example_dataset  # noqa: E402
-from bids_encoding.models.decoding import make_classifier, searchlight  # noqa: E402
+from bids_encoding.models.classifiers import make_classifier
+from bids_encoding.models.searchlight import searchlight  # noqa: E402
 
 
 def _status_gb(field: str) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import final_line, matmul_gflops, peak_rss_gb  # noqa: E402
 
-from bids_encoding.models.encoding import encode_runs  # noqa: E402
+from bids_encoding.models.voxelwise import encode_runs  # noqa: E402
 
 
 def simulate(n: int, p: int, v: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -174,6 +174,18 @@ def save_tsv_gz(values, path: Path) -> Path:
     return Path(path)
 
 
+def write_tsv(table, path: Path) -> Path:
+    """A BIDS TSV from a pandas DataFrame: tab-separated, a header row, ``n/a`` for missing values, six
+    significant digits, ``\\n`` line ends (the same numbers always give the same bytes)."""
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    return Path(path)
+
+
+def column_descriptions(columns: dict[str, str]) -> dict[str, dict[str, str]]:
+    """A TSV sidecar's column entries (``{"column": {"Description": ...}}``) from column names and descriptions."""
+    return {name: {"Description": text} for name, text in columns.items()}
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"))
 

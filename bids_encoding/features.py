@@ -30,8 +30,8 @@ import numpy as np
 
 from .errors import UserError
 from .locks import exclusive
-from .plugin_api import FeatureSet
-from .plugin_manager import Registered, Registry, installed_plugins, instantiate
+from .plugins.registry import Registered, Registry, installed_plugins, instantiate
+from .plugins.types import FeatureSet
 from .stimuli import Stimuli, stimuli_from_events
 
 log = logging.getLogger("bids_encoding")

@@ -13,6 +13,7 @@ import pytest
 
 from bids_encoding.example import write_example_dataset
 
+SPACE = "MNI152NLin2009cAsym"  # the example dataset's template space
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

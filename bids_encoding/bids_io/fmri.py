@@ -7,7 +7,7 @@ any workflow starts, so that a bad dataset fails in a second with a clear messag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +16,23 @@ from bids import BIDSLayout
 
 from ..errors import UserError
 from ..stimuli import stimuli_from_events
+from .runs import Run
 
 NIFTI = [".nii", ".nii.gz"]
 TR_TOLERANCE = 1e-3
 
 
-@dataclass(frozen=True)
-class BoldRun:
+@dataclass(frozen=True, kw_only=True)
+class BoldRun(Run):
     """One BOLD run and everything the models need to know about it."""
 
-    subject: str
-    task: str
     bold: Path
-    events: Path
     tr: float
     n_volumes: int
-    session: str | None = None
-    run: str | None = None
     space: str | None = None
     mask: Path | None = None
     confounds: Path | None = None
     raw_bold: Path | None = None
-    modalities: tuple[str, ...] = ()
-    entities: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def label(self) -> str:
-        """A short alphanumeric-and-underscore name, for Nipype node names."""
-        parts = [self.task] + ([f"ses{self.session}"] if self.session else []) + ([f"run{self.run}"] if self.run else [])
-        return "_".join(parts)
 
 
 def _one(files: list, what: str, near: Path) -> Path | None:

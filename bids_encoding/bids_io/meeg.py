@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,19 @@ from bids import BIDSLayout
 
 from ..errors import UserError
 from ..stimuli import stimuli_from_events
+from .runs import Run
 
 MEEG_EXTENSIONS = [".vhdr", ".edf", ".bdf", ".set", ".fif"]
 DATATYPES = ("eeg", "meg")
 
 
-@dataclass(frozen=True)
-class MEEGRun:
+@dataclass(frozen=True, kw_only=True)
+class MEEGRun(Run):
     """One EEG or MEG recording and its events."""
 
-    subject: str
-    task: str
     recording: Path
-    events: Path
     datatype: str
     sfreq: float
-    session: str | None = None
-    run: str | None = None
-    modalities: tuple[str, ...] = ()
-    entities: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def datatypes_present(layout: BIDSLayout, subject: str) -> list[str]:

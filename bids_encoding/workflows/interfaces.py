@@ -1,18 +1,13 @@
-"""Nipype interfaces around the plain stage functions.
+"""Nipype interfaces around the plain analysis functions.
 
-Each interface only moves arguments in and file names out. When a stage
-raises a :class:`~bids_encoding.errors.UserError` inside a node (which may run
-in another process or on another machine), the message is also written to the
-folder named by ``BIDS_ENCODING_ERROR_DIR``, so the CLI can print it as one
-clear paragraph instead of Nipype's crash report.
+Each interface only moves arguments in and file names out: a node's ``options`` are the
+analysis's option sections as plain dicts (:func:`bids_encoding.options.pack`), rebuilt
+here and passed by name. User errors raised inside a node reach the CLI through
+:func:`bids_encoding.runner.reporting_user_errors`.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import uuid
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -24,26 +19,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..errors import UserError
-
-ERROR_DIR_VARIABLE = "BIDS_ENCODING_ERROR_DIR"
-
-
-def reporting_user_errors(run_interface):
-    """Decorate ``_run_interface`` so user errors reach the CLI from any process."""
-
-    @functools.wraps(run_interface)
-    def wrapper(self, runtime):
-        try:
-            return run_interface(self, runtime)
-        except UserError as exc:
-            folder = os.environ.get(ERROR_DIR_VARIABLE)
-            if folder:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                (Path(folder) / f"{uuid.uuid4().hex}.json").write_text(json.dumps({"message": exc.message}))
-            raise
-
-    return wrapper
+from ..options import unpack
+from ..runner import reporting_user_errors
 
 
 class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
@@ -81,7 +58,7 @@ class _FitEncodingInputSpec(BaseInterfaceInputSpec):
     trs = traits.List(traits.Float, mandatory=True)
     mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
     confound_files = traits.List(traits.Str, desc="confounds TSV per run, '' where none")
-    options = traits.Dict(desc="bids_encoding.encoding.EncodingOptions as a dict")
+    options = traits.Dict(desc="option sections, packed (bids_encoding.options.pack)")
 
 
 class _FitJointEncodingInputSpec(_FitEncodingInputSpec):
@@ -106,7 +83,7 @@ class FitEncoding(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..encoding import EncodingOptions, fit_encoding, fit_joint_encoding
+        from ..analyses.encoding import fit_encoding, fit_joint_encoding
 
         n = len(self.inputs.bold_files)
         fit = fit_joint_encoding if self.joint else fit_encoding
@@ -114,7 +91,7 @@ class FitEncoding(SimpleInterface):
             [Path(b) for b in self.inputs.bold_files], list(self.inputs.feature_files), list(self.inputs.trs),
             Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
             confound_files=_optional_paths(self.inputs.confound_files, n),
-            options=EncodingOptions.from_dict(self.inputs.options or {}),
+            **unpack(self.inputs.options or {}),
         )
         return runtime
 
@@ -134,7 +111,7 @@ class _TaskRunsInputSpec(BaseInterfaceInputSpec):
     trs = traits.List(traits.Float, mandatory=True)
     mask_files = traits.List(traits.Str, desc="brain mask per run, '' where none")
     confound_files = traits.List(traits.Str, desc="confounds TSV per run, '' where none")
-    options = traits.Dict(desc="the stage's options as a dict")
+    options = traits.Dict(desc="option sections, packed (bids_encoding.options.pack)")
 
 
 class _FitDecodingInputSpec(_TaskRunsInputSpec):
@@ -142,7 +119,8 @@ class _FitDecodingInputSpec(_TaskRunsInputSpec):
 
 
 def _task_runs(inputs) -> dict:
-    """The run arguments of :func:`~bids_encoding.decoding.fit_decoding` and :func:`~bids_encoding.embedding.fit_embedding`."""
+    """The run arguments of :func:`~bids_encoding.analyses.decoding.fit_decoding` and
+    :func:`~bids_encoding.analyses.embedding.fit_embedding`."""
     n = len(inputs.bold_files)
     return {"bold_files": [Path(b) for b in inputs.bold_files], "events_files": [Path(e) for e in inputs.events_files],
             "trs": list(inputs.trs), "mask_files": _optional_paths(inputs.mask_files, n),
@@ -157,12 +135,12 @@ class FitDecoding(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..decoding import DecodingOptions, fit_decoding
+        from ..analyses.decoding import fit_decoding
 
         self._results["outputs"] = fit_decoding(
             out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
             feature_files=[[Path(f) for f in group] for group in (self.inputs.feature_files or [])] or None,
-            options=DecodingOptions.from_dict(self.inputs.options or {}),
+            **unpack(self.inputs.options or {}),
         )
         return runtime
 
@@ -175,11 +153,10 @@ class FitEmbedding(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..embedding import EmbeddingOptions, fit_embedding
+        from ..analyses.embedding import fit_embedding
 
-        self._results["outputs"] = fit_embedding(
-            out_dir=Path(runtime.cwd), **_task_runs(self.inputs), options=EmbeddingOptions.from_dict(self.inputs.options or {}),
-        )
+        self._results["outputs"] = fit_embedding(out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
+                                                 **unpack(self.inputs.options or {}))
         return runtime
 
 
@@ -188,7 +165,7 @@ class _MEEGRunsInputSpec(BaseInterfaceInputSpec):
                                        desc="the recordings (their content is hashed: a changed file reruns the node)")
     events_files = traits.List(File(exists=True), mandatory=True)
     runs = traits.List(traits.Dict, mandatory=True, desc="each run's bids_encoding.bids_io.MEEGRun fields")
-    options = traits.Dict(desc="bids_encoding.meeg.MEEGOptions as a dict")
+    options = traits.Dict(desc="option sections, packed (bids_encoding.options.pack)")
 
 
 class _FitTRFInputSpec(_MEEGRunsInputSpec):
@@ -210,10 +187,10 @@ class FitTimeDecoding(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..meeg import MEEGOptions, fit_time_decoding
+        from ..analyses.time_decoding import fit_time_decoding
 
         self._results["outputs"] = fit_time_decoding(_meeg_runs(self.inputs), Path(runtime.cwd),
-                                                     MEEGOptions.from_dict(self.inputs.options or {}))
+                                                     **unpack(self.inputs.options or {}))
         return runtime
 
 
@@ -225,10 +202,10 @@ class FitTRF(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..meeg import MEEGOptions, fit_trf
+        from ..analyses.trf import fit_trf
 
         self._results["outputs"] = fit_trf(_meeg_runs(self.inputs), [Path(f) for f in self.inputs.feature_files],
-                                           Path(runtime.cwd), MEEGOptions.from_dict(self.inputs.options or {}))
+                                           Path(runtime.cwd), **unpack(self.inputs.options or {}))
         return runtime
 
 
@@ -286,8 +263,8 @@ class SubjectReport(SimpleInterface):
 
 
 class _GroupStatsInputSpec(BaseInterfaceInputSpec):
-    group = traits.Dict(mandatory=True, desc="bids_encoding.group.GroupInput as a dict")
-    options = traits.Dict(desc="bids_encoding.group.GroupOptions as a dict")
+    group = traits.Dict(mandatory=True, desc="bids_encoding.bids_io.outputs.GroupInput as a dict")
+    options = traits.Dict(desc="option sections, packed (bids_encoding.options.pack)")
 
 
 class _GroupStatsOutputSpec(TraitedSpec):
@@ -302,11 +279,12 @@ class GroupStats(SimpleInterface):
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..group import GroupInput, GroupOptions, group_test
+        from ..analyses.group_stats import group_test
+        from ..bids_io.outputs import GroupInput
 
         values = dict(self.inputs.group)
         group = GroupInput(**{**values, "files": {s: Path(p) for s, p in values["files"].items()}})
-        self._results["outputs"] = group_test(group, Path(runtime.cwd), GroupOptions.from_dict(self.inputs.options or {}))
+        self._results["outputs"] = group_test(group, Path(runtime.cwd), **unpack(self.inputs.options or {}))
         return runtime
 
 

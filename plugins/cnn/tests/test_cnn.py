@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
-from bids_encoding.plugin_api import Images, UserError
-from bids_encoding.plugin_manager import installed_plugins, instantiate
+from bids_encoding.plugin_api import Images, UserError, extract_features, load_plugin, stimuli_from_events
 from bids_encoding_cnn import CNN, LITE0_LAYERS, LiteBackbone, column_names, lite0_logits, lite_pixels, load_backbone
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -181,35 +180,34 @@ def test_lite0_default_extraction_names_its_layers(photos):
 
 
 def test_found_through_its_entry_point():
-    extractor, entry = instantiate("cnn:layers=2;pooling=grid2", installed_plugins())
-    assert isinstance(extractor, CNN) and entry.distribution == "bids-encoding-cnn"
+    extractor, about = load_plugin("cnn:layers=2;pooling=grid2")
+    assert isinstance(extractor, CNN) and about["Distribution"] == "bids-encoding-cnn"
     assert (extractor.layers, extractor.pooling, extractor.model) == ("2", "grid2", "")
     assert CNN.modality == "image"
 
 
-def test_through_the_core_on_the_example_faces(tiny_resnet, example_bids, tmp_path):
-    from bids_encoding.features import extract
-
-    events = example_bids / "sub-01/func/sub-01_task-faces_run-1_events.tsv"
+def test_through_the_core_on_a_runs_events(tiny_resnet, faces):
+    """The images an events file names (stim_file under the stimuli folder), read and run as the host does."""
+    events, stimuli_dir = faces
+    images = stimuli_from_events(events, stimuli_dir)["image"]
+    assert len(images) == 40 and all(path.is_absolute() and path.is_file() for path in images.path)
     spec = f"cnn:model={tiny_resnet};layers=-1;pooling=grid3"
-    features, provenance = extract(spec, events, example_bids / "stimuli", cache_dir=tmp_path / "cache")
+    features = extract_features(spec, images)
     assert features.spaces["L4"].shape == (40, 32 * 9)
-    assert provenance["Plugin"]["Distribution"] == "bids-encoding-cnn"
-    assert provenance["Details"]["VisionModel"]["DistinctImages"] == 40
-    again, _ = extract(spec, events, example_bids / "stimuli", cache_dir=tmp_path / "cache")
+    assert load_plugin(spec)[1]["Distribution"] == "bids-encoding-cnn"
+    assert features.info["VisionModel"]["DistinctImages"] == 40
+    np.testing.assert_array_equal(features.onset, images.onset)
+    again = extract_features(spec, images)
     np.testing.assert_allclose(again.spaces["L4"], features.spaces["L4"])
 
 
 @pytest.mark.slow
-def test_lite0_features_tell_drawn_faces_from_scrambled_ones(example_bids):
-    """Real features of the example's faces task: nearest class mean, leave one out, over the head's features."""
-    from bids_encoding.features import extract
-    from bids_encoding.stimuli import read_events
-
-    events = example_bids / "sub-01/func/sub-01_task-faces_run-1_events.tsv"
-    features, _ = extract("cnn:layers=-1", events, example_bids / "stimuli")
-    values = features.spaces["L8"]
-    labels = (read_events(events)["trial_type"] == "face").to_numpy()
+def test_lite0_features_tell_drawn_faces_from_scrambled_ones(faces):
+    """Real features of drawn faces and scrambled ones: nearest class mean, leave one out, over the head's features."""
+    found = stimuli_from_events(*faces)
+    values = extract_features("cnn:layers=-1", found["image"]).spaces["L8"]
+    labels = np.array(found["trials"].trial_type) == "face"
+    assert len(values) == len(labels) == 40 and labels.sum() == 20
     correct = 0
     for i in range(len(values)):
         keep = np.arange(len(values)) != i
@@ -238,15 +236,14 @@ def test_a_corrupt_or_missing_image_is_named(tiny_resnet, photos, tmp_path):
 
 
 def test_a_corrupt_image_through_the_core_names_the_file(tiny_resnet, tmp_path):
-    from bids_encoding.features import extract
-
     (tmp_path / "stimuli").mkdir()
     Image.new("RGB", (20, 20), "red").save(tmp_path / "stimuli" / "good.png")
     (tmp_path / "stimuli" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     events = tmp_path / "sub-01_task-x_events.tsv"
     events.write_text("onset\tduration\tstim_file\n0\t1\tgood.png\n2\t1\tbad.png\n")
+    images = stimuli_from_events(events, tmp_path / "stimuli")["image"]
     with pytest.raises(UserError) as error:
-        extract(f"cnn:model={tiny_resnet}", events, tmp_path / "stimuli")
+        extract_features(f"cnn:model={tiny_resnet}", images)
     assert str(tmp_path / "stimuli" / "bad.png") in error.value.message
 
 

@@ -4,8 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bids_encoding.plugin_api import UserError, Words
-from bids_encoding.plugin_manager import installed_plugins, instantiate
+from bids_encoding.plugin_api import UserError, Words, load_plugin
 from bids_encoding_glove import GloVe, default_index, lookup_forms
 
 VOCAB = {
@@ -128,19 +127,18 @@ def test_default_vocabulary_index_is_read_once_per_process(default_glove):
 
 
 def test_found_through_the_entry_point_with_options():
-    plugins = installed_plugins()
-    assert plugins["feature extractor"]["glove"].distribution == "bids-encoding-glove"
-    extractor, entry = instantiate("glove", plugins)
+    extractor, about = load_plugin("glove")
+    assert about["Name"] == "glove" and about["Distribution"] == "bids-encoding-glove"
     assert isinstance(extractor, GloVe) and extractor.modality == "text"
     assert extractor.get_options() == {"path": "", "lowercase": True}
-    extractor, _ = instantiate("glove:path=/x.txt;lowercase=false", plugins)
+    extractor, _ = load_plugin("glove:path=/x.txt;lowercase=false")
     assert (extractor.path, extractor.lowercase) == ("/x.txt", False)
 
 
 @pytest.mark.parametrize("spec, match", [("glove:lowercase=maybe", "lowercase.*maybe"), ("glove:dim=300", "no option 'dim'")])
 def test_bad_options_are_user_errors(spec, match):
     with pytest.raises(UserError, match=match):
-        instantiate(spec, installed_plugins())
+        load_plugin(spec)
 
 
 def test_missing_file_is_a_user_error(tmp_path):

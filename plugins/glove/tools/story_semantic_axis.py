@@ -14,15 +14,14 @@ import sys
 import numpy as np
 import pandas as pd
 
-from bids_encoding.example import read_story, split_sentences
-from bids_encoding.plugin_api import Words
+from bids_encoding.plugin_api import EXAMPLE_TEXT, Words
 from bids_encoding_glove import GloVe
 
 AXIS_SEED = 2024
 
 
 def semantic_axis_table() -> pd.DataFrame:
-    words = sorted({w for sentence in split_sentences(read_story()) for w in sentence})
+    words = sorted(set(EXAMPLE_TEXT.read_text(encoding="utf-8").split()))  # the story's words, as written
     stimuli = Words(onset=np.arange(len(words), dtype=float), duration=np.zeros(len(words)), text=tuple(words))
     vectors = GloVe().extract(stimuli).spaces[""][:, :-1]  # the last column is the OOV indicator
     axis = np.random.default_rng(AXIS_SEED).standard_normal(vectors.shape[1])

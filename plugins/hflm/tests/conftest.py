@@ -1,16 +1,17 @@
 """A tiny GPT-2 saved locally (tokenizer trained on the example story), loaded like a hub model."""
 
 import os
-from importlib import resources
 
 import pytest
+
+from bids_encoding.plugin_api import EXAMPLE_TEXT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
 def story_words() -> tuple[str, ...]:
-    return tuple(resources.files("bids_encoding").joinpath("data/story.txt").read_text().split())
+    return tuple(EXAMPLE_TEXT.read_text(encoding="utf-8").split())
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bids_encoding.plugin_api import UserError, Words
-from bids_encoding.plugin_manager import installed_plugins, instantiate
+from bids_encoding.plugin_api import UserError, Words, load_plugin
 from bids_encoding_hflm import LanguageModel, MiniLM, owners, plan_windows, word_token_spans
 
 
@@ -84,11 +83,11 @@ def test_layers_pooling_and_shapes(tiny_gpt2, story_words):
 
 
 def test_found_through_its_entry_point(tiny_gpt2):
-    registry = installed_plugins()
-    extractor, entry = instantiate(f"gpt2:model={tiny_gpt2};layers=1;pooling=mean", registry)
-    assert isinstance(extractor, LanguageModel) and entry.distribution == "bids-encoding-hflm"
+    extractor, about = load_plugin(f"gpt2:model={tiny_gpt2};layers=1;pooling=mean")
+    assert isinstance(extractor, LanguageModel) and about["Distribution"] == "bids-encoding-hflm"
     assert (extractor.layers, extractor.pooling) == ("1", "mean")
-    assert isinstance(instantiate("minilm", registry)[0], MiniLM)
+    minilm, about = load_plugin("minilm")
+    assert isinstance(minilm, MiniLM) and about["Distribution"] == "bids-encoding-hflm"
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 import numpy as np
 
-from bids_encoding.plugin_manager import installed_plugins, instantiate
-from bids_encoding.stimuli import Words
+from bids_encoding.plugin_api import Words, load_plugin
 from bids_encoding_lexical import Frequency, WordLength, WordRate
 
 WORDS = Words(onset=np.arange(5.0), duration=np.full(5, 0.3), text=("The", "fox,", "jumped!", "zqxjv", "it's"))
@@ -30,8 +29,9 @@ def test_frequency_knows_common_words_and_flags_unknown_ones():
 
 
 def test_found_through_the_entry_point_with_options():
-    plugins = installed_plugins()
-    assert {"wordrate", "wordlength", "frequency"} <= set(plugins["feature extractor"])
-    assert plugins["feature extractor"]["wordlength"].distribution == "bids-encoding-lexical"
-    extractor, _ = instantiate("wordlength:unit=characters", plugins)
+    for name, cls in [("wordrate", WordRate), ("wordlength", WordLength), ("frequency", Frequency)]:
+        extractor, about = load_plugin(name)
+        assert isinstance(extractor, cls) and about["Name"] == name
+        assert about["Distribution"] == "bids-encoding-lexical"
+    extractor, _ = load_plugin("wordlength:unit=characters")
     assert extractor.unit == "characters"

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bids_encoding.plugin_api import UserError, Words
-from bids_encoding.plugin_manager import installed_plugins, instantiate
+from bids_encoding.plugin_api import UserError, Words, load_plugin
 from bids_encoding_sae import SAEEmbedder, SAEFeatures
 from bids_encoding_sae.features import dictionaries
 from bids_encoding_sae.model import ACTIVE
@@ -128,12 +127,13 @@ def test_set_weights_on_a_fresh_instance_restores_the_same_transform(topk, data)
         SAEEmbedder(latents=8, k=2).set_weights(topk.get_weights())
 
 
-def test_the_host_fits_it_through_its_spec(data):
-    from bids_encoding.embedding import fit_embedder, reconstruction_r2
-
-    embedder, entry = fit_embedder("sae:latents=16,k=2,lr=0.01,batch_size=64,patience=10", data["train"], data["val"], seed=0)
-    assert entry.distribution == "bids-encoding-sae"
-    assert reconstruction_r2(embedder, data["test"], data["train"].mean(0)) > 0.9
+def test_fitted_as_the_host_configures_it_from_its_spec(data):
+    embedder, about = load_plugin("sae:latents=16,k=2,lr=0.01,batch_size=64,patience=10", "brain embedder")
+    assert isinstance(embedder, SAEEmbedder) and about["Distribution"] == "bids-encoding-sae"
+    assert embedder.fit(data["train"], data["val"], seed=0) is embedder
+    Z = np.asarray(embedder.transform(data["val"]))
+    assert Z.shape == (len(data["val"]), 16) and np.all(np.isfinite(Z))  # what the host checks of every code
+    assert r2(embedder, data["test"], data["train"].mean(0)) > 0.9
 
 
 # --------------------------------------------------------------------------- early stopping
@@ -169,7 +169,7 @@ def test_without_validation_samples_the_last_tenth_is_held_out(data):
 ])
 def test_bad_options_are_user_errors_when_the_spec_is_read(spec, match):
     with pytest.raises(UserError, match=match):
-        instantiate(spec, installed_plugins(), "brain embedder")
+        load_plugin(spec, "brain embedder")
 
 
 def test_bad_options_given_directly_are_user_errors(data):
@@ -195,11 +195,12 @@ def test_cuda_without_a_gpu_is_a_user_error():
 
 
 def test_both_classes_are_found_through_the_installed_entry_point():
-    registry = installed_plugins()
-    assert registry["brain embedder"]["sae"].cls is SAEEmbedder
-    assert registry["feature extractor"]["sae"].cls is SAEFeatures
-    assert registry["brain embedder"]["sae"].distribution == "bids-encoding-sae"
-    assert registry["feature extractor"]["sae"].distribution == "bids-encoding-sae"
+    embedder, embedder_about = load_plugin("sae", "brain embedder")
+    extractor, extractor_about = load_plugin("sae:source=glove")  # a feature extractor needs its source
+    assert type(embedder) is SAEEmbedder and type(extractor) is SAEFeatures
+    assert embedder_about["Distribution"] == extractor_about["Distribution"] == "bids-encoding-sae"
+    assert embedder_about["Name"] == extractor_about["Name"] == "sae"
+    assert embedder_about["Version"] == extractor_about["Version"]
     assert SAEEmbedder.options["sparsity"] is SAEFeatures.options["sparsity"]
     assert (SAEEmbedder.options["k"].default, SAEFeatures.options["k"].default) == (8, 16)
 
@@ -234,8 +235,8 @@ def sae_spec(vectors, **extra):
 
 def test_features_code_every_run_with_one_dictionary_learned_on_the_corpus(vectors):
     dictionaries.cache_clear()
-    extractor, entry = instantiate(sae_spec(vectors), installed_plugins())
-    assert entry.distribution == "bids-encoding-sae" and extractor.modality == "text"
+    extractor, about = load_plugin(sae_spec(vectors))
+    assert about["Distribution"] == "bids-encoding-sae" and extractor.modality == "text"
     run1 = words("w1", "w2", "w3", "w1", "w39", "w7")
     run2 = words("w5", "w1", "w20", "w3", "w3")
     first = extractor.extract(run1)
@@ -247,7 +248,7 @@ def test_features_code_every_run_with_one_dictionary_learned_on_the_corpus(vecto
     again = extractor.extract(run1)
     np.testing.assert_array_equal(again.spaces[""], first.spaces[""])
     # another run, coded by another instance: the same dictionary (trained once), so the same word, the same code
-    second = instantiate(sae_spec(vectors), installed_plugins())[0].extract(run2)
+    second = load_plugin(sae_spec(vectors))[0].extract(run2)
     assert dictionaries.cache_info().misses == 1
     np.testing.assert_array_equal(second.spaces[""][1], first.spaces[""][0])  # w1
     np.testing.assert_array_equal(second.spaces[""][3], first.spaces[""][2])  # w3
@@ -264,11 +265,11 @@ def test_features_code_every_run_with_one_dictionary_learned_on_the_corpus(vecto
 def test_another_seed_or_corpus_trains_another_dictionary(vectors, tmp_path):
     dictionaries.cache_clear()
     run = words("w1", "w2")
-    base = instantiate(sae_spec(vectors), installed_plugins())[0].extract(run).spaces[""]
-    reseeded = instantiate(sae_spec(vectors, seed=1), installed_plugins())[0].extract(run).spaces[""]
+    base = load_plugin(sae_spec(vectors))[0].extract(run).spaces[""]
+    reseeded = load_plugin(sae_spec(vectors, seed=1))[0].extract(run).spaces[""]
     other = tmp_path / "other.txt"
     other.write_text(" ".join(VOCABULARY * 8), encoding="utf-8")
-    recorpus = instantiate(sae_spec(vectors, corpus=other), installed_plugins())[0].extract(run).spaces[""]
+    recorpus = load_plugin(sae_spec(vectors, corpus=other))[0].extract(run).spaces[""]
     assert dictionaries.cache_info().misses == 3
     assert not np.array_equal(base, reseeded) and not np.array_equal(base, recorpus)
 

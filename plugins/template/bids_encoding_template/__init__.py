@@ -1,7 +1,7 @@
 """A template bids-encoding plugin: vowel and consonant counts per word.
 
 A plugin is a module with ``@hookimpl`` functions named after the hooks in
-``bids_encoding.hookspecs``. Everything it needs comes from ``bids_encoding.plugin_api``.
+``bids_encoding.plugins.hookspecs``. Everything it needs comes from ``bids_encoding.plugin_api``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 import numpy as np
 
-from bids_encoding.plugin_manager import installed_plugins, instantiate
-from bids_encoding.stimuli import Trials
+from bids_encoding.plugin_api import Trials, load_plugin
 from bids_encoding_trialtype import TrialType
 
 TRIALS = Trials(onset=np.arange(4.0), duration=np.ones(4), trial_type=("face", "scrambled", "face", "house"))
@@ -14,7 +13,8 @@ def test_one_column_per_level_sorted():
 
 
 def test_levels_option_fixes_order_and_subset():
-    extractor, _ = instantiate("trialtype:levels=scrambled,face", installed_plugins())
+    extractor, about = load_plugin("trialtype:levels=scrambled,face")
+    assert isinstance(extractor, TrialType) and about["Distribution"] == "bids-encoding-trialtype"
     features = extractor.extract(TRIALS)
     assert features.columns[""] == ["scrambled", "face"]
     assert features.spaces[""][3].tolist() == [0, 0]

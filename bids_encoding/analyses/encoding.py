@@ -1,0 +1,268 @@
+"""Encoding of one task: BOLD and event features in, held-out score maps out.
+
+Reads each run's BOLD inside a brain mask (:mod:`..fmri.bold`; confounds regressed out
+within the run, or fitted as their own band), builds each run's design from the stored
+features (HRF convolution, or Lanczos downsampling with FIR delays; :mod:`..fmri.design`),
+z-scores per run, trims run edges, and fits cross-validated ridge
+(:mod:`..models.voxelwise`). ``fit_encoding`` fits one model per feature space;
+``fit_joint_encoding`` fits one banded model over several spaces and splits its R²
+between them. Plain functions; the workflow wraps them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn import masking
+
+from .. import features as feature_store
+from ..derivatives import column_descriptions, save_nifti, save_tsv_gz, write_tsv
+from ..fmri.bold import TaskData, load_task, run_entities
+from ..fmri.design import add_delays, downsample_events, hrf_design
+from ..fmri.masks import atlas_labels
+from ..models.noise_ceiling import explainable_variance
+from ..models.ridge import DEFAULT_ALPHAS
+from ..models.standardize import zscore
+from ..models.voxelwise import EncodingScores, encode_runs
+from ..options import EncodingOptions, FMRIOptions, StatsOptions
+
+
+STATS = {
+    "rSquare": "held-out coefficient of determination (R²), averaged over outer folds",
+    "r": "held-out Pearson correlation between predicted and measured BOLD, averaged over outer folds",
+    "alpha": "ridge penalty chosen by inner cross-validation (geometric mean over outer folds)",
+    "p": "one-sided p-value of the held-out correlation (circular-shift null), uncorrected",
+    "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask",
+    "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
+    "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
+                           "of R²; bias-corrected, Schoppe et al. 2016)",
+}
+
+
+REGION_COLUMNS = {
+    "index": "label value in the atlas image", "name": "label name (from the atlas's TSV, when given)",
+    "n_voxels": "voxels of the region inside the brain mask", "mean_r2": "mean held-out R²",
+    "max_r2": "largest held-out R²", "mean_r": "mean held-out correlation",
+    "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR)",
+}
+
+
+
+def alphas(options: EncodingOptions) -> np.ndarray:
+    """The ridge penalties searched: the options', else the solver's default grid."""
+    return np.asarray(options.alphas if options.alphas else DEFAULT_ALPHAS, dtype=float)
+
+
+def describe(options: EncodingOptions, fmri: FMRIOptions, stats: StatsOptions) -> dict[str, Any]:
+    """How the designs were built and the models fitted, for every sidecar."""
+    if options.design == "hrf":
+        design = f"{fmri.hrf_model} HRF convolution of event features (oversampling 16)"
+    else:
+        design = f"Lanczos downsampling of event features to the TR grid, FIR delays {list(options.delays)} TRs"
+    return {"Design": design + "; z-scored within each run",
+            "Trim": {"Start": options.trim[0], "End": options.trim[1]},
+            "Confounds": {"Columns": list(fmri.confounds), "Mode": options.confounds_mode} if fmri.confounds else None,
+            "Alphas": [float(a) for a in alphas(options)], "Backend": options.backend, "Seed": stats.seed}
+
+
+def _trim(x: np.ndarray, trim: tuple[int, int]) -> np.ndarray:
+    return x[trim[0]:len(x) - trim[1] if trim[1] else None]
+
+
+def tr_features(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float,
+                options: EncodingOptions, hrf_model: str) -> np.ndarray:
+    """One feature space of a run on the TR grid, before delays: HRF-convolved, or Lanczos-downsampled for FIR."""
+    values = features.spaces[label]
+    if options.design == "fir":
+        return downsample_events(features.onset, features.duration, values, n_scans, tr)
+    return hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=hrf_model)
+
+
+def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions,
+               hrf_model: str) -> np.ndarray:
+    """One run's design for one feature space (FIR delays added when asked), z-scored within the run."""
+    design = tr_features(features, label, n_scans, tr, options, hrf_model)
+    if options.design == "fir":
+        design = add_delays(design, options.delays)
+    return zscore(design).astype(np.float32)
+
+
+def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions,
+               seed: int = 0) -> EncodingScores:
+    """Cross-validated (banded) ridge over the given feature spaces (+ confounds as a band if asked)."""
+    bands = [(name, X_runs) for name, X_runs in spaces]
+    if task.confound_runs is not None:
+        bands.append(("confounds", task.confound_runs))
+    X_runs = [_trim(np.hstack([X[i] for _, X in bands]), options.trim) for i in range(len(task.Y_runs))]
+    # untrimmed, the BOLD goes in as loaded (no copy); trimming copies the kept volumes once
+    Y = task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
+    blocks = [len(options.delays) if options.design == "fir" else 1] * len(spaces)
+    blocks += [0] * (len(bands) - len(spaces))  # confounds are never reduced
+    return encode_runs(
+        np.concatenate(X_runs), Y, [len(x) for x in X_runs], bands=[X[0].shape[1] for _, X in bands],
+        alphas=alphas(options), backend=options.backend, chunk_size=options.chunk_size,
+        n_candidates=options.n_candidates, seed=seed, pca=options.feature_pca, band_blocks=blocks,
+        mem_gb=options.mem_gb, label=f"encoding model {' + '.join(name for name, _ in spaces)}",
+    )
+
+
+def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
+    """One row per atlas region: size, mean and max R², mean r, fraction significant."""
+    rows = []
+    for index in sorted(set(np.unique(labels)) - {0}):
+        inside = labels == index
+        rows.append({"index": int(index), "name": names.get(int(index), f"label{index}"), "n_voxels": int(inside.sum()),
+                     "mean_r2": float(scores.r2[inside].mean()), "max_r2": float(scores.r2[inside].max()),
+                     "mean_r": float(scores.r[inside].mean()), "fraction_significant": float((scores.q[inside] < 0.05).mean())})
+    return pd.DataFrame(rows, columns=list(REGION_COLUMNS))
+
+
+def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict,
+                atlas: str | None) -> list[dict[str, Any]]:
+    outputs = []
+    if atlas:
+        labels, names = atlas_labels(atlas, task.mask)
+        path = out_dir / f"desc-{desc}_regions.tsv"
+        write_tsv(region_summary(scores, labels, names), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": desc}, "suffix": "regions",
+                        "metadata": {**column_descriptions(REGION_COLUMNS),
+                                     "Atlas": str(atlas), "Model": metadata.get("Model")}})
+    for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
+        path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
+        save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": desc, "stat": stat},
+                        "metadata": {"Description": STATS[stat], **metadata, "Sources": [str(b) for b in task.bold_files]}})
+    return outputs
+
+
+def _model_metadata(scores: EncodingScores, spaces: list[tuple[str, list[np.ndarray]]], task: TaskData,
+                    options: EncodingOptions, description: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Estimator": "banded ridge (bids_encoding.models.ridge.BandedRidgeCV)" if len(spaces) > 1 or task.confound_runs
+        else "ridge with one alpha per voxel (bids_encoding.models.ridge.RidgeCV)",
+        "CrossValidation": scores.cv, "NFolds": scores.n_folds, **scores.methods, **description,
+        "FeatureSpaces": {name: int(X[0].shape[1]) for name, X in spaces},
+        "NSamples": int(sum(len(_trim(y, options.trim)) for y in task.Y_runs)),
+        "BOLDPreprocessing": "masked, linearly detrended, confounds regressed out if asked, z-scored within each run",
+    }
+
+
+def repeated_runs(feature_files: list[Path], task: TaskData) -> list[list[int]]:
+    """Groups of runs that presented identical stimuli (same events and features, same length)."""
+    loaded = [feature_store.load(f)[0] for f in feature_files]
+
+    def key(i: int):
+        fs = loaded[i]
+        arrays = [fs.onset, fs.duration] + [fs.spaces[k] for k in sorted(fs.spaces)]
+        return (len(task.Y_runs[i]),) + tuple(np.round(a, 6).tobytes() for a in arrays)
+
+    groups: dict[tuple, list[int]] = {}
+    for i in range(len(loaded)):
+        groups.setdefault(key(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+    """What belongs to the task, not to one model: the brain mask, and the noise ceiling when stimuli repeat."""
+    mask_path = out_dir / "desc-brain_mask.nii.gz"
+    save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
+    outputs = [{"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
+                "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources}}]
+    groups = repeated_runs(feature_files, task)
+    if groups:
+        ev = np.mean([explainable_variance(np.stack([task.Y_runs[i] for i in g])) for g in groups], axis=0)
+        path = out_dir / "desc-repeats_stat-explainableVariance.nii.gz"
+        save_nifti(masking.unmask(ev.astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": "repeats", "stat": "explainableVariance"},
+                        "metadata": {"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
+                                     "Sources": [str(b) for b in task.bold_files]}})
+    return outputs
+
+
+def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions, hrf_model: str) -> tuple[list, dict]:
+    """Designs per feature space of one extractor's feature files (one file per run), with provenance."""
+    loaded = [feature_store.load(f) for f in feature_files]
+    provenance = loaded[0][1]
+    extractor = provenance["Plugin"]["Name"]
+    spaces = []
+    for label in loaded[0][0].spaces:
+        X_runs = [run_design(fs, label, len(y), tr, options, hrf_model) for (fs, _), y, tr in zip(loaded, task.Y_runs, task.trs)]
+        spaces.append((extractor + label, X_runs))
+    return spaces, provenance
+
+
+def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, options: EncodingOptions,
+                 hrf_model: str) -> list[dict[str, Any]]:
+    """Each run's features on the TR grid (before delays and z-scoring) as BIDS ``_stim.tsv.gz`` files."""
+    outputs = []
+    how = ("Lanczos-downsampled to the volumes' acquisition times" if options.design == "fir"
+           else f"convolved with the {hrf_model} HRF and sampled at the volumes' acquisition times")
+    for index, (path, y, tr, bold) in enumerate(zip(feature_files, task.Y_runs, task.trs, task.bold_files)):
+        features, provenance = feature_store.load(path)
+        extractor = provenance["Plugin"]["Name"]
+        for label, columns in features.columns.items():
+            values = tr_features(features, label, len(y), tr, options, hrf_model)
+            name = extractor + label
+            target = out_dir / f"run{index}_recording-{name}_stim.tsv.gz"
+            save_tsv_gz(values, target)
+            outputs.append({"in_file": str(target), "suffix": "stim",
+                            "entities": {**run_entities(bold), "recording": name, "space": ""},
+                            "metadata": {"SamplingFrequency": 1.0 / tr, "StartTime": 0.0, "Columns": list(columns),
+                                         "Description": f"features of {name}, {how}",
+                                         "Features": provenance, "Sources": [provenance.get("Events", str(bold))]}})
+    return outputs
+
+
+def _load(bold_files, trs, mask_files, confound_files, options: EncodingOptions, fmri: FMRIOptions) -> TaskData:
+    none = [None] * len(bold_files)
+    return load_task(bold_files, trs, mask_files or none, confound_files or none, fmri.confounds,
+                     regress=options.confounds_mode == "regress")
+
+
+def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,
+                 mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
+                 options: EncodingOptions = EncodingOptions(), fmri: FMRIOptions = FMRIOptions(),
+                 stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """One model per feature space of one extractor; returns the written maps with their metadata."""
+    out_dir = Path(out_dir)
+    task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
+    spaces, provenance = _spaces(feature_files, task, options, fmri.hrf_model)
+    description = describe(options, fmri, stats)
+    outputs = []
+    for name, X_runs in spaces:
+        scores = fit_spaces(task, [(name, X_runs)], options, stats.seed)
+        metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options, description),
+                    "Features": provenance}
+        outputs += _write_maps(scores, name, task, out_dir, metadata, fmri.atlas)
+    return (outputs + task_outputs(task, feature_files, out_dir)
+            + stim_outputs(feature_files, task, out_dir, options, fmri.hrf_model))
+
+
+def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,
+                       mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
+                       options: EncodingOptions = EncodingOptions(), fmri: FMRIOptions = FMRIOptions(),
+                       stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """One banded model over every feature space of several extractors, with split R² per space."""
+    out_dir = Path(out_dir)
+    task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
+    spaces, provenances = [], []
+    for files in feature_files:
+        found, provenance = _spaces(files, task, options, fmri.hrf_model)
+        spaces += found
+        provenances.append(provenance)
+    scores = fit_spaces(task, spaces, options, stats.seed)
+    model = _model_metadata(scores, spaces, task, options, describe(options, fmri, stats))
+    metadata = {"FeatureSpace": "joint", "Model": model, "Features": provenances}
+    outputs = _write_maps(scores, "joint", task, out_dir, metadata, fmri.atlas)
+    for b, (name, _) in enumerate(spaces):
+        path = out_dir / f"desc-{name}_stat-splitRSquare.nii.gz"
+        save_nifti(masking.unmask(scores.split_r2[b].astype(np.float32), task.mask), path)
+        outputs.append({"in_file": str(path), "entities": {"desc": name, "stat": "splitRSquare"},
+                        "metadata": {"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
+                                     "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}})
+    return outputs
+

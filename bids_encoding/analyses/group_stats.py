@@ -1,0 +1,267 @@
+"""Group statistics: one-sample tests across subjects of what the participant level wrote.
+
+Reads the participant derivatives (never recomputes them) and writes group
+derivatives without the ``sub-`` entity. Each kind of participant output has
+its test, each from the library made for it:
+
+* maps (encoding R², searchlight accuracy): nilearn's ``non_parametric_inference``
+  (sign flips, max-t FWE) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
+* EEG/MEG decoding over time: the mean AUC with a t confidence band and mne's
+  cluster permutation test over time;
+* tables (whole-pattern decoding, region summaries, TRF scores per channel): one row
+  per decoder, region or channel, tested with mne's max-t permutation test (FWE over
+  rows) or t-tests with FDR.
+
+Every test is of the effect above chance (0 for R² and correlations, the
+sidecar's chance level for accuracies and AUCs), one-sided.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..bids_io.outputs import MAP_STATS, TABLE_KINDS, GroupInput
+from ..derivatives import column_descriptions, save_nifti, write_tsv
+from ..errors import UserError
+from ..options import GroupOptions, StatsOptions
+
+GROUP_TESTS = {
+    "permutation": "sign-flipping permutation test of the one-sample t statistic, family-wise error corrected by "
+                   "the permutation distribution of the maximum t (nilearn non_parametric_inference for maps, "
+                   "mne.stats.permutation_t_test for tables)",
+    "parametric": "one-sample t-test (scipy.stats.ttest_1samp), false discovery rate corrected with "
+                  "Benjamini-Hochberg (scipy.stats.false_discovery_control)",
+}
+
+
+CORRECTION = {"permutation": "FWE", "parametric": "FDR"}
+
+
+
+def describe(options: GroupOptions, inference: StatsOptions) -> dict[str, Any]:
+    """The group test, for every group sidecar."""
+    permutation = options.group_test == "permutation"
+    return {"Test": options.group_test, "TestDescription": GROUP_TESTS[options.group_test],
+            "Correction": CORRECTION[options.group_test], "Alpha": options.alpha,
+            "Permutations": inference.n_permutations if permutation else 0, "Seed": inference.seed}
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    sidecar = path.with_name(path.name.split(".")[0] + ".json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+
+
+def _chance(sidecar: dict[str, Any]) -> float:
+    return float(sidecar.get("Chance", sidecar.get("ChanceLevel", 0.0)))
+
+
+def _load_maps(group: GroupInput) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Subjects x voxels data of one map name, after checking that every map is on the same grid."""
+    subjects = sorted(group.files)
+    images = [nib.load(str(group.files[s])) for s in subjects]
+    reference = images[0]
+    for subject, img in zip(subjects, images):
+        if img.shape != reference.shape or not np.allclose(img.affine, reference.affine, atol=1e-3):
+            raise UserError(
+                f"sub-{subject}'s map is on a different grid than sub-{subjects[0]}'s, so they cannot be compared "
+                "voxel by voxel", path=group.files[subject],
+                fix="Run every subject's participant level on data resampled to the same template grid (--space)",
+            )
+    return np.stack([np.asarray(img.dataobj, dtype=np.float64) for img in images]), reference
+
+
+def fdr_adjust(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q) of a vector of p-values."""
+    return stats.false_discovery_control(np.clip(p, 0, 1), method="bh") if p.size else p
+
+
+def _one_sample(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided one-sample t and p of each column of subjects x tests effects (t = 0, p = 1 where undefined)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = stats.ttest_1samp(effects, 0.0, axis=0, alternative="greater")
+    return np.nan_to_num(result.statistic), np.nan_to_num(result.pvalue, nan=1.0)
+
+
+def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
+             inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """Mean effect, t, uncorrected p and corrected p maps of one participant map name, with sidecars."""
+    data, reference = _load_maps(group)
+    stat = group.entities["stat"]
+    sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
+    chance = _chance(sidecars[0])
+    inside = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
+    effects = data[:, inside] - chance
+    t, p = _one_sample(effects)
+    if options.group_test == "permutation":
+        corrected = _permutation_fwe(effects, inside, reference, inference)
+    else:
+        corrected = fdr_adjust(p)
+    name = "pFWE" if options.group_test == "permutation" else "pFDR"
+    described = {
+        stat: (data.mean(axis=0), MAP_STATS[stat]),
+        "t": (_unmask(t, inside), f"one-sample t statistic of the subjects' {stat} above chance ({chance:g})"),
+        "p": (_unmask(p, inside, fill=1.0), "one-sided p-value of that t statistic (parametric, uncorrected)"),
+        name: (_unmask(corrected, inside, fill=1.0),
+               f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the voxels: {GROUP_TESTS[options.group_test]}"),
+    }
+    model = _participant_model(sidecars[0])
+    outputs = []
+    for key, (values, description) in described.items():
+        path = Path(out_dir) / f"{group.name.replace(f'stat-{stat}', f'stat-{key}')}.nii.gz"
+        values = np.where(inside, values, 0) if key == stat else values
+        save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
+        outputs.append({"in_file": str(path), "entities": {**group.entities, "stat": key},
+                        "metadata": {"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
+                                     **_subjects(group), **describe(options, inference), **model}})
+    return outputs
+
+
+def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    volume = np.full(inside.shape, fill, dtype=np.float64)
+    volume[inside] = values
+    return volume
+
+
+def _permutation_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image,
+                     inference: StatsOptions) -> np.ndarray:
+    """Max-t FWE-corrected p of each voxel, from nilearn's non-parametric second-level inference."""
+    from nilearn.glm.second_level import non_parametric_inference
+
+    images = [nib.Nifti1Image(_unmask(e, inside).astype(np.float32), reference.affine) for e in effects]
+    mask = nib.Nifti1Image(inside.astype(np.uint8), reference.affine)
+    design = pd.DataFrame({"intercept": np.ones(len(effects))})
+    logp = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=inference.n_permutations,
+                                    two_sided_test=False, random_state=inference.seed, n_jobs=1, verbose=0)
+    return 10.0 ** -np.asarray(logp.dataobj, dtype=np.float64)[inside]
+
+
+def _subjects(group: GroupInput) -> dict[str, Any]:
+    subjects = sorted(group.files)
+    return {"Subjects": subjects, "NSubjects": len(subjects), "Sources": [str(group.files[s]) for s in subjects]}
+
+
+def _participant_model(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What the participant level fitted (its model description and CV scheme), carried into the group sidecar."""
+    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest")
+    return {"ParticipantLevel": {k: sidecar[k] for k in keys if k in sidecar}}
+
+
+TIME_COLUMNS = {
+    "time": "time from the trials' onset (s)",
+    "roc_auc": "mean across subjects of the held-out ROC AUC",
+    "ci_low": "lower bound of the confidence interval of that mean (t distribution across subjects, within [0, 1])",
+    "ci_high": "upper bound of that confidence interval",
+    "t": "one-sample t statistic of the subjects' AUC above chance",
+    "cluster": "index of the time cluster (t above the cluster-forming threshold) the time belongs to (n/a: none)",
+    "p_value": "permutation p-value of that cluster, corrected over time (mne permutation_cluster_1samp_test)",
+}
+
+
+CONFIDENCE = 0.95
+
+
+def time_test(group: GroupInput, out_dir: Path, options: GroupOptions,
+              inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """Group decoding over time: mean AUC, confidence band and time clusters of AUC above chance."""
+    from mne.stats import permutation_cluster_1samp_test
+
+    subjects = sorted(group.files)
+    tables = {s: pd.read_csv(group.files[s], sep="\t") for s in subjects}
+    times = tables[subjects[0]]["time"].to_numpy(float)
+    for subject, table in tables.items():
+        if len(table) != len(times) or not np.allclose(table["time"].to_numpy(float), times, atol=1e-6):
+            raise UserError(f"sub-{subject}'s decoding is on other times than sub-{subjects[0]}'s", path=group.files[subject],
+                            fix="Run every subject's participant level with the same --epochs and --resample")
+    sidecar = _sidecar(group.files[subjects[0]])
+    chance = _chance(sidecar) or 0.5
+    auc = np.stack([tables[s]["roc_auc"].to_numpy(float) for s in subjects])
+    mean = auc.mean(axis=0)
+    sem = stats.sem(auc, axis=0) if len(subjects) > 1 else np.zeros_like(mean)
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, len(subjects) - 1) * sem
+    t, _ = _one_sample(auc - chance)
+    cluster_index = np.full(len(times), np.nan)
+    cluster_p = np.full(len(times), np.nan)
+    clusters = []
+    threshold = float(stats.t.ppf(1 - options.alpha, len(subjects) - 1))
+    if np.any(sem > 0):
+        _, found, p_values, _ = permutation_cluster_1samp_test(
+            auc - chance, threshold=threshold, n_permutations=max(inference.n_permutations, 1), tail=1,
+            seed=inference.seed, out_type="mask", verbose=False)
+        for index, (mask, p) in enumerate(zip(found, p_values)):
+            cluster_index[mask], cluster_p[mask] = index, p
+            clusters.append({"Start": float(times[mask][0]), "Stop": float(times[mask][-1]), "p": float(p)})
+    path = Path(out_dir) / f"{group.name}_decoding.tsv"
+    write_tsv(pd.DataFrame({"time": times, "roc_auc": mean, "ci_low": np.clip(mean - half_width, 0, 1),
+                            "ci_high": np.clip(mean + half_width, 0, 1), "t": t,
+                            "cluster": cluster_index, "p_value": cluster_p}), path)
+    peak = int(np.argmax(mean))
+    metadata = {**column_descriptions(TIME_COLUMNS), "ChanceLevel": chance,
+                "ConfidenceLevel": CONFIDENCE, "Clusters": clusters, "ClusterFormingThreshold": threshold,
+                "ClusterTest": f"mne.stats.permutation_cluster_1samp_test of AUC - chance, one-sided, "
+                               f"{inference.n_permutations} sign flips (all of them when fewer exist)",
+                "Peak": {"Time": float(times[peak]), "RocAuc": float(mean[peak])},
+                **_subjects(group), **describe(options, inference), **_participant_model(sidecar)}
+    return [{"in_file": str(path), "suffix": "decoding", "entities": group.entities, "metadata": metadata}]
+
+
+def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
+               inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """One row per decoder, region or channel and measure: the subjects' values, their mean, t and p."""
+    from mne.stats import permutation_t_test
+
+    table_kind = TABLE_KINDS[(group.datatype, group.suffix)]
+    subjects = sorted(group.files)
+    long = []
+    for subject in subjects:
+        table = pd.read_csv(group.files[subject], sep="\t", na_values="n/a", keep_default_na=False)
+        lacking = [c for c in (*table_kind.keys, *table_kind.measures) if c not in table]
+        if lacking:
+            raise UserError(f"this table lacks the columns {', '.join(lacking)}", path=group.files[subject],
+                            fix="Rerun the participant level for this subject with this version of bids-encoding")
+        chance = table[table_kind.chance_column] if table_kind.chance_column else 0.0
+        for measure in table_kind.measures:
+            long.append(table[list(table_kind.keys)].assign(measure=measure, subject=f"sub-{subject}",
+                                                            value=table[measure], chance=chance))
+    rows = pd.concat(long).pivot_table(index=[*table_kind.keys, "measure", "chance"], columns="subject",
+                                       values="value", aggfunc="first", sort=True)
+    rows = rows[[f"sub-{s}" for s in subjects]].dropna()
+    effects = (rows.to_numpy(float) - rows.index.get_level_values("chance").to_numpy(float)[:, None]).T
+    t, p = _one_sample(effects)
+    if options.group_test == "permutation" and len(rows):
+        _, corrected, _ = permutation_t_test(effects, n_permutations=max(inference.n_permutations, 1), tail=1,
+                                             seed=inference.seed, verbose=False)
+    else:
+        corrected = fdr_adjust(p)
+    column = "p_fwe" if options.group_test == "permutation" else "p_fdr"
+    summary = rows.reset_index().assign(n_subjects=len(subjects), mean=rows.mean(axis=1).to_numpy(),
+                                        sem=stats.sem(rows.to_numpy(float), axis=1), t=t, p_value=p,
+                                        **{column: corrected})
+    ordered = [*table_kind.keys, "measure", "chance", "n_subjects", "mean", "sem", "t", "p_value", column,
+               *[f"sub-{s}" for s in subjects]]
+    path = Path(out_dir) / f"{group.name}_{group.suffix}.tsv"
+    write_tsv(summary[ordered], path)
+    columns = {"measure": "the participant table's column tested", "chance": "the chance level it is tested against",
+               "n_subjects": "subjects in the test", "mean": "mean across subjects", "sem": "standard error of that mean",
+               "t": "one-sample t statistic above chance", "p_value": "one-sided p-value of that t (uncorrected)",
+               column: f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the rows",
+               "sub-<label>": "each subject's value"}
+    metadata = {**column_descriptions(columns), **_subjects(group), **describe(options, inference),
+                **_participant_model(_sidecar(group.files[subjects[0]]))}
+    return [{"in_file": str(path), "suffix": group.suffix, "entities": group.entities, "metadata": metadata}]
+
+
+TESTS = {"map": map_test, "time": time_test, "table": table_test}
+
+
+def group_test(group: GroupInput, out_dir: Path, options: GroupOptions,
+               inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+    """The group test of one participant output name (see the module docstring)."""
+    return TESTS[group.kind](group, Path(out_dir), options, inference)
+

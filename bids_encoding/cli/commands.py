@@ -1,0 +1,75 @@
+"""The helper commands that share the program name: ``plugins``, ``example DIR`` and ``demo OUTDIR``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .app import run_app, setup_logging
+from .parser import build_command_parser
+
+# real GloVe vectors and a real pretrained language model (all-MiniLM-L6-v2), both shipped on PyPI: offline
+DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "minilm:layers=4", "trialtype")
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """``bids-encoding plugins | example DIR | demo OUTDIR``."""
+    args = build_command_parser(command).parse_args(argv)
+    setup_logging(args.verbose)
+    if command == "plugins":
+        return list_plugins(as_json=args.json)
+    from ..example import write_example_dataset
+
+    if command == "example":
+        path = write_example_dataset(args.dir, n_subjects=args.n_subjects, seed=args.seed)
+        print(f"Example dataset written to {path}")
+        return 0
+    return run_demo(args.dir, tuple(args.features or DEFAULT_DEMO_FEATURES), args.n_cpus)
+
+
+def list_plugins(as_json: bool = False) -> int:
+    from ..plugins.registry import installed_plugins
+
+    rows = []
+    for entry in (e for of_kind in installed_plugins().values() for _, e in sorted(of_kind.items())):
+        name = entry.name
+        rows.append({
+            "name": name, "distribution": entry.distribution, "version": entry.version, "kind": entry.kind,
+            "modality": entry.cls.modality, "description": entry.cls.description,
+            "options": {k: {"default": o.default, "help": o.help} for k, o in entry.cls.options.items()},
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("No plugins installed. Install one, e.g. pip install bids-encoding-lexical")
+        return 0
+    for row in rows:
+        print(f"{row['name']:<14} {row['kind']:<18} {row['modality']:<7} {row['distribution']} {row['version']}")
+        if row["description"]:
+            print(f"{'':<14} {row['description']}")
+        for key, option in row["options"].items():
+            print(f"{'':<14}   {key}={option['default']!r}  {option['help']}")
+    return 0
+
+
+def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
+    """Write the example dataset, then run participant and group levels on its preprocessed derivatives."""
+    from ..example import atlas_path, write_example_dataset
+
+    folder = Path(folder)
+    bids_dir = folder / "bids"
+    if not (bids_dir / "dataset_description.json").exists():
+        write_example_dataset(bids_dir)
+    output_dir = folder / "derivatives" / "bids-encoding"
+    common = [str(bids_dir), str(output_dir)]
+    options = ["--derivatives", str(bids_dir / "derivatives" / "fmriprep"), "--features", *features,
+               "--n-cpus", str(n_cpus), "--work-dir", str(folder / "work")]
+    atlas = ["--atlas", str(atlas_path(bids_dir))] if atlas_path(bids_dir).exists() else []  # region tables
+    for level, extra in (("participant", atlas), ("group", [])):
+        status = run_app(common + [level] + options + extra)
+        if status:
+            return status
+    print(f"\nDemo finished.\n  example dataset: {bids_dir}\n  derivatives:     {output_dir}\n"
+          f"  reports:         {', '.join(str(p) for p in sorted(output_dir.glob('*.html')))}")
+    return 0

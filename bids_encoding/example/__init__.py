@@ -1,0 +1,792 @@
+"""The built-in example dataset: simulated fMRI with a planted signal.
+
+``write_example_dataset(DIR)`` writes, in a few seconds, a small but complete
+BIDS dataset (raw data, an fMRIPrep-like derivative, stimuli and the ground
+truth) so that every part of bids-encoding can be tried and tested without
+downloading anything. The BOLD data is simulated directly on nilearn's 6 mm
+MNI152 brain-mask grid, so the raw and the "preprocessed" BOLD hold the same
+values.
+
+Two tasks (see :data:`TASKS`):
+
+* ``lpp`` - listening to an original short story (``bids_encoding/data/story.txt``),
+  one word per event, split into three consecutive runs;
+* ``faces`` - procedurally drawn faces and their block-scrambled versions.
+
+Planted signals (see :data:`PLANTED`; every planted regressor is built by
+:func:`planted_regressor`):
+
+* ``wordrate``   - left superior temporal sphere; an impulse of height 1 at the
+  onset of every word;
+* ``wordlength`` - left ventral occipito-temporal sphere; an impulse at every
+  word onset whose height is the word's number of letters (``[A-Za-z]`` only,
+  punctuation stripped) minus the run's mean number of letters per word, so
+  that the region follows how long words are, not how many there are;
+* ``semantic``   - left angular gyrus sphere; an impulse at every word onset
+  whose height is the word's GloVe 6B 50d vector projected on a fixed random
+  axis (``bids_encoding/data/story_semantic.tsv``, written by
+  ``plugins/glove/tools/story_semantic_axis.py``) minus the run's mean, so that
+  only a model of word meaning (GloVe features) explains it;
+* ``edges``      - right lateral occipital sphere; a 1 s boxcar at every trial
+  whose height is the image's edge energy (:func:`edge_energy`: the mean
+  absolute difference between neighbouring pixels, across rows plus across
+  columns, of the greyscale image in [0, 1]) minus the mean of the images of
+  its trial type in the run. Scrambled images have more edges than faces, so
+  the category mean is taken out: a trial-type model cannot explain this
+  sphere, a model of image features (the ``cnn`` plugin's layers) can;
+* ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
+  for ``face`` and 0.2 for ``scrambled`` trials;
+* ``latent``     - left medial fusiform sphere whose voxel *patterns* come from four latent
+  factors (:func:`latent_code`): each trial drives exactly one factor, chosen by
+  its image (faces drive factor 0 or 1, scrambled faces factor 2 or 3) with a
+  height between 0.5 and 1.5, and each factor has its own random spatial pattern
+  (standard normal per voxel times the sphere's falloff, drawn per subject). The
+  region's mean does not tell the conditions apart; its patterns do, through a
+  sparse, low-dimensional code that an unsupervised embedder can find.
+
+Each regressor is ``nilearn.glm.first_level.compute_regressor`` of the
+``(onset, duration, height)`` triplets read back from the run's events.tsv
+(word durations are set to 0, trials keep their 1 s), with
+``hrf_model="glover"``, ``frame_times = arange(n_volumes) * TR`` (volume ``k``
+acquired at ``k * TR`` seconds, slice-time reference 0) and ``oversampling=50``,
+then z-scored within the run. A voxel at distance ``d`` from a sphere's center
+(and at most ``radius_mm`` away) receives ``amplitude * noise_sd * falloff(d) *
+regressor`` with ``falloff(d) = 2 ** -(d / radius_mm) ** 2`` (1 at the center,
+0.5 at the edge). So a model of HRF-convolved, per-run z-scored word-rate,
+word-length or trial-type features recovers the planted voxels. Raw letter
+counts would be almost collinear with the word rate (every word has letters,
+and the long silences dominate both: r ~ 0.97-0.99 per run); centring them
+leaves the two planted regressors nearly uncorrelated (``regressor_correlation``
+in each ``*_truth.json``), so a joint (banded) model of word rate and word
+length can attribute each sphere to its own feature space.
+
+Noise (see :data:`NOISE`), different for every subject and run: per-voxel AR(1)
+noise, slow cosine drifts, a global signal, and a small artefact of the head
+motion written to the confounds file, on a smooth baseline around 1000 (0
+outside the brain), stored as int16.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.datasets import load_mni152_brain_mask
+from nilearn.glm.first_level.hemodynamic_models import compute_regressor
+from PIL import Image, ImageDraw
+from scipy import ndimage
+from scipy.signal import lfilter
+
+from .. import __version__
+from ..errors import UserError
+
+TR = 2.0
+SPACE = "MNI152NLin2009cAsym"
+RESOLUTION = 6
+GENERATOR = "bids-encoding example"
+N_IMAGES = 20  # faces and as many scrambled faces
+IMAGE_SIZE = 64
+BLOCK = 8  # side of the blocks shuffled to scramble a face
+MAX_SUBJECTS = 99  # two-digit labels
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the example dataset."""
+
+    name: str
+    n_runs: int
+    n_volumes: int
+    description: str
+
+    @property
+    def duration(self) -> float:
+        """Length of a run in seconds; no event ends after it."""
+        return self.n_volumes * TR
+
+
+@dataclass(frozen=True)
+class Planted:
+    """One planted feature: a sphere whose voxels follow the feature's HRF-convolved regressor.
+
+    ``amplitude`` is the standard deviation of the planted signal at the sphere's
+    center in units of the AR(1) noise's standard deviation (each subject's
+    value is this times a factor drawn in ``NOISE["amplitude_jitter"]``).
+    """
+
+    name: str
+    task: str
+    center_mm: tuple[float, float, float]
+    radius_mm: float
+    amplitude: float
+    regressor: str
+
+
+TASKS: dict[str, Task] = {
+    "lpp": Task("lpp", n_runs=3, n_volumes=200,
+                description="Listening to a short story, presented one word at a time; one part per run."),
+    "faces": Task("faces", n_runs=2, n_volumes=120,
+                  description="Viewing drawn faces and block-scrambled faces, 1 s each, in random order."),
+}
+"""The tasks, their number of runs and of volumes per run (TR 2 s)."""
+
+PLANTED: dict[str, tuple[Planted, ...]] = {
+    "lpp": (
+        Planted("wordrate", "lpp", (-57.0, -22.0, 6.0), 10.0, 0.7,
+                "impulse of height 1 at each word onset, glover HRF, z-scored per run"),
+        Planted("wordlength", "lpp", (-45.0, -58.0, -12.0), 10.0, 0.7,
+                "impulse of height letters(word) - mean letters per word in the run, at each word onset, "
+                "glover HRF, z-scored per run"),
+        Planted("semantic", "lpp", (-45.0, -66.0, 30.0), 10.0, 0.7,
+                "impulse of height semantic(word) - its mean in the run, at each word onset, where semantic(word) is "
+                "the word's GloVe 6B 50d vector projected on a fixed random unit axis (story_semantic.tsv), "
+                "glover HRF, z-scored per run"),
+    ),
+    "faces": (
+        Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
+                "1 s boxcar of height 1 (face) or 0.2 (scrambled) per trial, glover HRF, z-scored per run"),
+        Planted("edges", "faces", (45.0, -80.0, 6.0), 10.0, 1.0,
+                "1 s boxcar of height edge_energy(image) - its mean over the run's trials of the same trial_type, where "
+                "edge_energy is the mean "
+                "absolute difference between neighbouring pixels (rows plus columns) of the greyscale image in [0, 1], "
+                "glover HRF, z-scored per run"),
+        Planted("latent", "faces", (-30.0, -40.0, -20.0), 12.0, 1.0,
+                "four 1 s boxcar regressors, one per latent factor (latent_code: faces drive factor 0 or 1, scrambled "
+                "faces factor 2 or 3, by image number; height 0.5 to 1.5), glover HRF, each z-scored per run; each "
+                "factor has its own spatial pattern (standard normal x falloff, per subject)"),
+    ),
+}
+"""The planted features of each task: name, sphere (MNI mm), amplitude and regressor.
+
+Locations are the same for every subject (so a group analysis finds them);
+amplitudes vary a little between subjects.
+"""
+
+NOISE: dict[str, float] = {
+    "noise_sd": 10.0,  # standard deviation of the AR(1) noise (BOLD units)
+    "ar1_rho": 0.4,  # its lag-1 autocorrelation
+    "baseline": 1000.0,  # mean signal in the brain
+    "baseline_variation": 0.05,  # sd of the smooth spatial variation of the baseline (fraction of it)
+    "drift_sd": 3.0,  # sd of each voxel's coefficient on each of the drift cosines
+    "drift_order": 3,  # cosines of periods 2 n_volumes TR / k, k = 1..drift_order
+    "global_sd": 3.0,  # sd of the global signal (an AR(1) series with rho 0.9), loading ~ 1 +- 0.2
+    "motion_step_mm": 0.02,  # sd of the random-walk steps of the translations
+    "motion_step_rad": 0.0003,  # sd of the random-walk steps of the rotations
+    "motion_artifact_sd": 5.0,  # sd of each voxel's loading on each motion parameter (per mm)
+    "amplitude_jitter": 0.15,  # subject amplitudes are amplitude * uniform(1 - jitter, 1 + jitter)
+}
+"""Parameters of the simulated noise; also written to each ``*_truth.json``."""
+
+# Independent random streams, so that changing one part never changes another.
+_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7, "eeg": 8}
+
+
+def _rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
+    """A generator for one part of the dataset, fixed by the seed and the part's keys."""
+    return np.random.default_rng([seed, _STREAM[stream], *keys])
+
+
+# --------------------------------------------------------------------------- story and word timing
+
+def read_story() -> str:
+    """The story's text, shipped as package data."""
+    return resources.files("bids_encoding").joinpath("data", "story.txt").read_text(encoding="utf-8")
+
+
+def split_sentences(text: str) -> list[list[str]]:
+    """Sentences as lists of words (punctuation kept); a paragraph's end also ends a sentence."""
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        current: list[str] = []
+        for word in paragraph.split():
+            current.append(word)
+            if re.search(r"[.!?][\"')]*$", word):
+                sentences.append(current)
+                current = []
+        if current:
+            sentences.append(current)
+    return sentences
+
+
+def split_parts(sentences: list[list[str]], n_parts: int) -> list[list[list[str]]]:
+    """Consecutive parts of about the same number of words, cut between sentences."""
+    counts = np.cumsum([len(s) for s in sentences])
+    cuts = [int(np.argmin(np.abs(counts - counts[-1] * k / n_parts))) + 1 for k in range(1, n_parts)]
+    bounds = [0, *cuts, len(sentences)]
+    return [sentences[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@lru_cache(maxsize=1)
+def semantic_values() -> dict[str, float]:
+    """Each story word's GloVe vector projected on the planted semantic axis (package data)."""
+    table = resources.files("bids_encoding").joinpath("data", "story_semantic.tsv").read_text(encoding="utf-8")
+    rows = (line.rsplit("\t", 1) for line in table.splitlines()[1:] if line)
+    return {word: float(value) for word, value in rows}
+
+
+def n_letters(word: str) -> int:
+    """Letters of a word as written, punctuation and digits stripped ("forest." -> 6)."""
+    return len(re.sub(r"[^A-Za-z]", "", word))
+
+
+def _silences(total: float, rng: np.random.Generator, low: float = 6.0, high: float = 20.0) -> np.ndarray:
+    """Split ``total`` seconds into a few silences, each between ``low`` and ``high`` seconds."""
+    if total < low:
+        return np.array([total]) if total > 0 else np.zeros(0)
+    n_min, n_max = int(np.ceil(total / high)), int(total // low)
+    n = int(np.clip(round(total / 15.0), n_min, n_max))  # about 15 s each
+    spare = total - n * low  # shared out at random, none above high - low
+    for _ in range(100):
+        extra = spare * rng.dirichlet(np.full(n, 4.0))
+        if extra.max() <= high - low:
+            return low + extra
+    return np.full(n, total / n)
+
+
+def word_events(part: list[list[str]], run_duration: float, rng: np.random.Generator,
+                lead_in: float = 4.0, tail: float = 10.0) -> pd.DataFrame:
+    """One event per word, at a rate that varies between sentences, so that timing is not just word length.
+
+    A word lasts ``(0.25 + 0.04 * letters) * speed`` seconds, ``speed`` drawn per
+    sentence in [0.7, 1.6]; sentences are separated by 0.3-2.5 s pauses, and the
+    time left over is spent in a few long silences (6-20 s) between sentences,
+    so that the words span the run from ``lead_in`` to ``run_duration - tail``.
+    """
+    speeds = rng.uniform(0.7, 1.6, len(part))
+    durations = [np.array([0.25 + 0.04 * n_letters(w) for w in sentence]) * s for sentence, s in zip(part, speeds)]
+    gaps = rng.uniform(0.3, 2.5, len(part) - 1)
+    spoken = sum(d.sum() for d in durations) + gaps.sum()
+    left = run_duration - lead_in - tail - spoken
+    if left < 0:
+        raise ValueError(f"a part of {sum(map(len, part))} words is too long for a {run_duration} s run")
+    silences = _silences(left, rng)
+    gaps[rng.choice(len(gaps), size=len(silences), replace=False)] += silences
+    onsets, time = [], lead_in
+    for i, d in enumerate(durations):
+        starts = time + np.concatenate([[0.0], np.cumsum(d)[:-1]])
+        onsets.append(starts)
+        time = starts[-1] + d[-1] + (gaps[i] if i < len(gaps) else 0.0)
+    onset = np.concatenate(onsets)
+    offset = np.round(onset + np.concatenate(durations), 3)  # rounding both ends keeps words from overlapping
+    return pd.DataFrame({
+        "onset": np.round(onset, 3),
+        "duration": np.round(offset - np.round(onset, 3), 3),
+        "word": [w for sentence in part for w in sentence],
+    })
+
+
+# --------------------------------------------------------------------------- images and trials
+
+def draw_face(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Image.Image:
+    """A simple frontal face with random proportions, drawn at 4x and reduced for smooth edges."""
+    s = 4 * size
+    img = Image.new("L", (s, s), 128)
+    draw = ImageDraw.Draw(img)
+    u = lambda v: v * s  # noqa: E731 - fractions of the image to pixels
+    cx = 0.5 + rng.uniform(-0.03, 0.03)
+    half_w, half_h = rng.uniform(0.27, 0.34), rng.uniform(0.36, 0.43)
+    draw.ellipse([u(cx - half_w - 0.02), u(0.5 - half_h - 0.04), u(cx + half_w + 0.02), u(0.5 + 0.05)],
+                 fill=int(rng.integers(20, 90)))  # hair
+    draw.ellipse([u(cx - half_w), u(0.5 - half_h), u(cx + half_w), u(0.5 + half_h)], fill=int(rng.integers(170, 225)))
+    eye_y, eye_dx = 0.45 + rng.uniform(-0.03, 0.03), rng.uniform(0.11, 0.15)
+    eye_r, brow_lift = rng.uniform(0.03, 0.045), rng.uniform(0.05, 0.08)
+    for side in (-1, 1):
+        ex = cx + side * eye_dx
+        draw.ellipse([u(ex - 1.6 * eye_r), u(eye_y - eye_r), u(ex + 1.6 * eye_r), u(eye_y + eye_r)], fill=245)
+        draw.ellipse([u(ex - 0.8 * eye_r), u(eye_y - 0.8 * eye_r), u(ex + 0.8 * eye_r), u(eye_y + 0.8 * eye_r)], fill=30)
+        tilt = side * rng.uniform(-0.02, 0.02)
+        draw.line([u(ex - 0.07), u(eye_y - brow_lift + tilt), u(ex + 0.07), u(eye_y - brow_lift - tilt)],
+                  fill=40, width=int(u(0.02)))
+    nose_y = eye_y + rng.uniform(0.12, 0.17)
+    draw.polygon([(u(cx), u(eye_y + 0.03)), (u(cx - 0.04), u(nose_y)), (u(cx + 0.04), u(nose_y))],
+                 fill=int(rng.integers(140, 170)))
+    mouth_y, mouth_w, smile = nose_y + rng.uniform(0.08, 0.11), rng.uniform(0.08, 0.13), rng.uniform(-0.04, 0.06)
+    box = [u(cx - mouth_w), u(mouth_y - abs(smile) - 0.01), u(cx + mouth_w), u(mouth_y + abs(smile) + 0.01)]
+    draw.arc(box, *((20, 160) if smile >= 0 else (200, 340)), fill=60, width=int(u(0.02)))
+    return img.resize((size, size), Image.LANCZOS)
+
+
+def scramble(img: Image.Image, rng: np.random.Generator, block: int = BLOCK) -> Image.Image:
+    """The same pixels with their ``block`` x ``block`` tiles shuffled: same luminance, no face."""
+    a = np.asarray(img)
+    n = a.shape[0] // block
+    tiles = a.reshape(n, block, n, block).swapaxes(1, 2).reshape(n * n, block, block)
+    tiles = tiles[rng.permutation(n * n)]
+    return Image.fromarray(tiles.reshape(n, n, block, block).swapaxes(1, 2).reshape(a.shape))
+
+
+def write_stimuli(root: Path, seed: int) -> list[str]:
+    """Write the face and scrambled-face PNGs; return their paths relative to ``stimuli/``."""
+    rng = _rng(seed, "images")
+    folder = root / "stimuli" / "faces"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(1, N_IMAGES + 1):
+        face = draw_face(rng)
+        for kind, img in (("face", face), ("scrambled", scramble(face, rng))):
+            img.save(folder / f"{kind}{i:02d}.png", optimize=False)
+            names.append(f"faces/{kind}{i:02d}.png")
+    return names
+
+
+def trial_events(stim_files: list[str], run_duration: float, rng: np.random.Generator,
+                 lead_in: float = 4.0, tail: float = 10.0, duration: float = 1.0) -> pd.DataFrame:
+    """Every image once, in random order, 1 s each, with jittered gaps filling the run."""
+    order = rng.permutation(len(stim_files))
+    n = len(order)
+    spare = run_duration - lead_in - tail - n * duration
+    isi = spare * (w := rng.uniform(0.4, 1.6, n - 1)) / w.sum()
+    onsets = lead_in + np.concatenate([[0.0], np.cumsum(duration + isi)])
+    files = [stim_files[i] for i in order]
+    return pd.DataFrame({
+        "onset": np.round(onsets, 3),
+        "duration": duration,
+        "trial_type": [Path(f).stem.rstrip("0123456789") for f in files],
+        "stim_file": files,
+    })
+
+
+# --------------------------------------------------------------------------- planted regressors
+
+def edge_energy(image_file: Path) -> float:
+    """How much an image changes between neighbouring pixels (greyscale in [0, 1]): what early visual filters see."""
+    pixels = np.asarray(Image.open(image_file).convert("L"), dtype=np.float64) / 255.0
+    return float(np.abs(np.diff(pixels, axis=0)).mean() + np.abs(np.diff(pixels, axis=1)).mean())
+
+
+N_LATENT_FACTORS = 4
+
+
+def latent_code(stim_file: str) -> tuple[int, float]:
+    """The latent factor a trial's image drives and its height: faces drive factor 0 (even image numbers) or 1
+    (odd), scrambled faces factor 2 or 3; the height, 0.5 to 1.5, also follows the image number."""
+    stem = Path(stim_file).stem
+    number = int(stem.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    return 2 * stem.startswith("scrambled") + number % 2, 0.5 + (number % 5) / 4
+
+
+def _hrf_regressor(onsets: np.ndarray, durations: np.ndarray, heights: np.ndarray, n_volumes: int) -> np.ndarray:
+    condition = np.vstack([onsets, durations, heights])
+    x = compute_regressor(condition, "glover", np.arange(n_volumes) * TR, oversampling=50)[0][:, 0]
+    return (x - x.mean()) / x.std()
+
+
+def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_dir: Path | None = None) -> np.ndarray:
+    """The z-scored, HRF-convolved time course of a planted feature in one run (see the module doc);
+    ``latent`` gives one column per latent factor."""
+    if name == "latent":
+        codes = [latent_code(f) for f in events["stim_file"]]
+        factor, height = np.array([c[0] for c in codes]), np.array([c[1] for c in codes])
+        onsets, durations = events["onset"].to_numpy(float), events["duration"].to_numpy(float)
+        return np.column_stack([_hrf_regressor(onsets[factor == k], durations[factor == k], height[factor == k], n_volumes)
+                                for k in range(N_LATENT_FACTORS)])
+    if name == "wordrate":
+        heights, durations = np.ones(len(events)), np.zeros(len(events))
+    elif name == "wordlength":
+        letters = events["word"].map(n_letters).to_numpy(float)
+        heights, durations = letters - letters.mean(), np.zeros(len(events))
+    elif name == "semantic":
+        values = events["word"].map(semantic_values()).to_numpy(float)
+        heights, durations = values - values.mean(), np.zeros(len(events))
+    elif name == "edges":
+        energy = pd.Series([edge_energy(Path(stimuli_dir, f)) for f in events["stim_file"]], index=events.index)
+        heights = (energy - energy.groupby(events["trial_type"]).transform("mean")).to_numpy()
+        durations = events["duration"].to_numpy(float)
+    elif name == "face":
+        heights = np.where(events["trial_type"] == "face", 1.0, 0.2)
+        durations = events["duration"].to_numpy(float)
+    else:
+        raise ValueError(f"unknown planted feature {name!r}")
+    return _hrf_regressor(events["onset"].to_numpy(float), durations, heights, n_volumes)
+
+
+def sphere_weights(center_mm: tuple[float, float, float], radius_mm: float, mask: np.ndarray,
+                   affine: np.ndarray) -> np.ndarray:
+    """Per-voxel weight 2**-(d/r)**2 inside the sphere and the brain, 0 elsewhere (mask grid)."""
+    ijk = np.indices(mask.shape).reshape(3, -1).T
+    d = np.linalg.norm(nib.affines.apply_affine(affine, ijk) - np.asarray(center_mm), axis=1).reshape(mask.shape)
+    return np.where((d <= radius_mm) & mask, 2.0 ** -((d / radius_mm) ** 2), 0.0)
+
+
+# --------------------------------------------------------------------------- noise and BOLD
+
+def smooth_baseline(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mean signal per brain voxel: ~1000, varying smoothly in space, as coil sensitivity does."""
+    field = ndimage.gaussian_filter(rng.standard_normal(mask.shape), 3.0)
+    field /= field[mask].std()
+    return NOISE["baseline"] * (1 + NOISE["baseline_variation"] * field[mask])
+
+
+def ar1(rng: np.random.Generator, n_time: int, n_series: int, rho: float) -> np.ndarray:
+    """Stationary AR(1) series of unit variance, ``n_time x n_series``."""
+    e = rng.standard_normal((n_time, n_series)) * np.sqrt(1 - rho**2)
+    e[0] /= np.sqrt(1 - rho**2)
+    return lfilter([1.0], [1.0, -rho], e, axis=0)
+
+
+def motion(rng: np.random.Generator, n_volumes: int) -> pd.DataFrame:
+    """Small random-walk head motion, starting at 0, in mm and radians (fMRIPrep column names)."""
+    steps = rng.standard_normal((n_volumes, 6)) * np.repeat([NOISE["motion_step_mm"], NOISE["motion_step_rad"]], 3)
+    steps[0] = 0.0
+    return pd.DataFrame(np.cumsum(steps, axis=0), columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
+
+
+def simulate_noise(rng: np.random.Generator, n_volumes: int, n_voxels: int, moves: pd.DataFrame) -> np.ndarray:
+    """AR(1) noise + cosine drifts + a global signal + a motion artefact, ``n_volumes x n_voxels``."""
+    t = (np.arange(n_volumes) + 0.5) / n_volumes
+    cosines = np.cos(np.pi * np.outer(t, np.arange(1, int(NOISE["drift_order"]) + 1)))
+    global_signal = ar1(rng, n_volumes, 1, 0.9) * NOISE["global_sd"]
+    moves_mm = moves.to_numpy() * np.repeat([1.0, 50.0], 3)  # rotations as mm at a 50 mm radius
+    return (
+        ar1(rng, n_volumes, n_voxels, NOISE["ar1_rho"]) * NOISE["noise_sd"]
+        + cosines @ rng.normal(0, NOISE["drift_sd"], (cosines.shape[1], n_voxels))
+        + global_signal * rng.normal(1.0, 0.2, n_voxels)
+        + (moves_mm - moves_mm.mean(axis=0)) @ rng.normal(0, NOISE["motion_artifact_sd"], (6, n_voxels))
+    )
+
+
+def tissue_signals(data: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """Mean signals standing in for fMRIPrep's ``csf`` (brain edge) and ``white_matter`` (deep core)."""
+    core = ndimage.binary_erosion(mask, iterations=3)
+    edge = mask & ~ndimage.binary_erosion(mask)
+    in_mask = lambda region: region[mask]  # noqa: E731 - region as a selector of brain voxels
+    return pd.DataFrame({"csf": data[:, in_mask(edge)].mean(axis=1),
+                         "white_matter": data[:, in_mask(core)].mean(axis=1)})
+
+
+def _mni_image(volume: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI image in MNI space with units in its header."""
+    img = nib.Nifti1Image(volume, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_qform(affine, code=4)  # 4 = MNI152
+    img.header.set_sform(affine, code=4)
+    return img
+
+
+def _mask_image(mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A binary uint8 mask image."""
+    return _mni_image(mask.astype(np.uint8), affine)
+
+
+def to_image(data: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """``n_volumes x n_brain_voxels`` values as an int16 4D image (0 outside the brain), TR in pixdim[4]."""
+    volume = np.zeros(mask.shape + (data.shape[0],), dtype=np.int16)
+    volume[mask] = np.clip(np.rint(data.T), 0, np.iinfo(np.int16).max).astype(np.int16)
+    img = _mni_image(volume, affine)
+    img.header.set_zooms((RESOLUTION,) * 3 + (TR,))
+    return img
+
+
+# --------------------------------------------------------------------------- files
+
+def _gz_bytes(img: nib.Nifti1Image) -> bytes:
+    """The image as .nii.gz bytes with a fixed gzip header, so that a seed gives identical files."""
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+
+
+def _write_json(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_tsv(path: Path, table: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+
+
+def _write_bytes(paths: list[Path], content: bytes) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Refuse to write into a non-empty folder unless asked to, and then only over an example dataset."""
+    if path.exists() and not path.is_dir():
+        raise UserError("the path exists and is not a folder", path=path, fix="Choose a new folder for the example dataset")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise UserError("the folder is not empty", path=path,
+                        fix="Choose a new or empty folder, or pass overwrite=True to replace an earlier example dataset")
+    try:
+        generated = json.loads((path / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        generated = None
+    if generated != GENERATOR:
+        raise UserError("the folder is not empty and does not hold an example dataset, so it is not replaced", path=path,
+                        fix="Choose a new or empty folder")
+    shutil.rmtree(path)
+
+
+def _top_level_files(root: Path, n_subjects: int, seed: int) -> None:
+    """dataset_description, README, participants, task sidecars and the derivative's description."""
+    generated_by = [{"Name": GENERATOR, "Version": __version__,
+                     "Description": f"bids_encoding.example.write_example_dataset(n_subjects={n_subjects}, seed={seed})"}]
+    _write_json(root / "dataset_description.json", {
+        "Name": "bids-encoding example: simulated story listening and face viewing",
+        "BIDSVersion": "1.10.0", "DatasetType": "raw", "License": "CC0",
+        "Authors": ["bids-encoding developers"], "GeneratedBy": generated_by,
+    })
+    _write_json(root / "derivatives" / "fmriprep" / "dataset_description.json", {
+        "Name": "Simulated preprocessed BOLD (the data is simulated in MNI space; nothing was preprocessed)",
+        "BIDSVersion": "1.10.0", "DatasetType": "derivative", "License": "CC0", "GeneratedBy": generated_by,
+    })
+    (root / "README").write_text(_readme(), encoding="utf-8")
+    (root / "derivatives" / "fmriprep" / "README").write_text(
+        "Simulated in MNI space by bids_encoding.example, laid out like fMRIPrep's output.\n", encoding="utf-8")
+    # fMRIPrep's confounds file name is not (yet) in the BIDS schema
+    (root / "derivatives" / "fmriprep" / ".bidsignore").write_text("*_desc-confounds_timeseries.*\n", encoding="utf-8")
+    rng = _rng(seed, "subject", 0)
+    _write_tsv(root / "participants.tsv", pd.DataFrame({
+        "participant_id": [f"sub-{i:02d}" for i in range(1, n_subjects + 1)],
+        "age": rng.integers(19, 40, n_subjects),
+        "sex": rng.choice(["F", "M"], n_subjects),
+    }))
+    _write_json(root / "participants.json", {
+        "age": {"Description": "age of the participant", "Units": "year"},
+        "sex": {"Description": "sex of the participant", "Levels": {"F": "female", "M": "male"}},
+    })
+    for task in TASKS.values():
+        _write_json(root / f"task-{task.name}_bold.json", {
+            "TaskName": task.name, "TaskDescription": task.description, "RepetitionTime": TR,
+            "SliceTimingCorrected": False, "MagneticFieldStrength": 3.0, "Manufacturer": "simulated",
+        })
+    _write_json(root / "task-lpp_events.json", {
+        "word": {"Description": "the word shown or heard, as written in the story, punctuation attached"},
+    })
+    _write_json(root / "task-faces_events.json", {
+        "trial_type": {"Description": "image category", "Levels": {"face": "a drawn face",
+                                                                   "scrambled": "the same face, 8x8 blocks shuffled"}},
+        "stim_file": {"Description": "the image shown, relative to stimuli/"},
+    })
+
+
+def _readme() -> str:
+    lines = [
+        "# bids-encoding example dataset", "",
+        "Simulated fMRI written by `bids_encoding.example.write_example_dataset`. Nothing here was",
+        "measured: the BOLD time series are noise plus signals planted in small spheres, so that",
+        "encoding models can be checked against a known truth (sourcedata/groundtruth/).", "",
+        "Tasks:",
+        *[f"- {t.name}: {t.description} {t.n_runs} runs of {t.n_volumes} volumes, TR {TR} s." for t in TASKS.values()],
+        "", "Planted features:",
+        *[f"- {p.name} (task {p.task}): sphere of {p.radius_mm} mm at MNI {p.center_mm}; {p.regressor}."
+          for planted in PLANTED.values() for p in planted],
+        "", "The story in task lpp was written for this project and is released under CC0.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _run_files(root: Path, sub: str, task: str, run: int) -> dict[str, Path]:
+    """The paths of one run's raw and derivative files."""
+    stem = f"sub-{sub}_task-{task}_run-{run}"
+    raw, deriv = root / f"sub-{sub}" / "func", root / "derivatives" / "fmriprep" / f"sub-{sub}" / "func"
+    space = f"space-{SPACE}_res-{RESOLUTION}"
+    return {
+        "bold": raw / f"{stem}_bold.nii.gz",
+        "events": raw / f"{stem}_events.tsv",
+        "preproc": deriv / f"{stem}_{space}_desc-preproc_bold.nii.gz",
+        "preproc_json": deriv / f"{stem}_{space}_desc-preproc_bold.json",
+        "mask": deriv / f"{stem}_{space}_desc-brain_mask.nii.gz",
+        "mask_json": deriv / f"{stem}_{space}_desc-brain_mask.json",
+        "confounds": deriv / f"{stem}_desc-confounds_timeseries.tsv",
+        "confounds_json": deriv / f"{stem}_desc-confounds_timeseries.json",
+    }
+
+
+DERIVATIVE_SIDECAR = {"Resolution": f"{RESOLUTION} mm isotropic (nilearn's MNI152 brain-mask grid)",
+                      "SpatialReference": SPACE}
+CONFOUNDS_SIDECAR = {
+    **{f"trans_{a}": {"Description": f"translation along {a} (random walk)", "Units": "mm"} for a in "xyz"},
+    **{f"rot_{a}": {"Description": f"rotation around {a} (random walk)", "Units": "rad"} for a in "xyz"},
+    "csf": {"Description": "mean signal at the edge of the brain mask (stands in for CSF)"},
+    "white_matter": {"Description": "mean signal deep inside the brain mask (stands in for white matter)"},
+}
+
+
+def _write_run(files: dict[str, Path], data: np.ndarray, moves: pd.DataFrame, events: pd.DataFrame,
+               mask: np.ndarray, mask_bytes: bytes, affine: np.ndarray) -> None:
+    """Write one run: raw and preprocessed BOLD (same values), events, mask and confounds."""
+    _write_bytes([files["bold"], files["preproc"]], _gz_bytes(to_image(data, mask, affine)))
+    _write_bytes([files["mask"]], mask_bytes)
+    _write_tsv(files["events"], events)
+    _write_json(files["preproc_json"], {"RepetitionTime": TR, "SkullStripped": True, **DERIVATIVE_SIDECAR})
+    _write_json(files["mask_json"], {"Type": "Brain", **DERIVATIVE_SIDECAR})
+    _write_tsv(files["confounds"], pd.concat([moves, tissue_signals(data, mask)], axis=1))
+    _write_json(files["confounds_json"], CONFOUNDS_SIDECAR)
+
+
+def _truth(task: str, amplitudes: dict[str, float], weights: dict[str, np.ndarray], seed: int,
+           regressors: list[dict[str, np.ndarray]]) -> dict:
+    """The ground truth of one subject and task, as written to ``*_truth.json``.
+
+    ``regressor_correlation`` gives, per run, the correlation of each pair of
+    planted regressors, so that users know how far two features can be told apart.
+    """
+    names = [p.name for p in PLANTED[task] if regressors[0][p.name].ndim == 1]
+    return {
+        "task": task,
+        "seed": seed,
+        "space": SPACE,
+        "features": {p.name: {**{k: v for k, v in asdict(p).items() if k not in ("name", "task", "amplitude")},
+                              "amplitude": amplitudes[p.name],
+                              "amplitude_units": "sd of the planted signal at the center / noise_sd",
+                              "peak_sd_bold_units": round(amplitudes[p.name] * NOISE["noise_sd"], 4),
+                              "falloff": "2 ** -(distance / radius_mm) ** 2",
+                              "n_voxels": int((weights[p.name] > 0).sum())}
+                     for p in PLANTED[task]},
+        "regressors": "nilearn compute_regressor((onset, duration, height), 'glover', arange(n_volumes) * TR, "
+                      "oversampling=50), z-scored per run; word events have duration 0",
+        "regressor_correlation": {f"{a}~{b}": [round(float(np.corrcoef(r[a], r[b])[0, 1]), 3) for r in regressors]
+                                  for i, a in enumerate(names) for b in names[i + 1:]},
+        "noise": NOISE,
+    }
+
+
+def _events(task: Task, run: int, index: int, seed: int, stim_files: list[str],
+            word_runs: list[pd.DataFrame]) -> pd.DataFrame:
+    """The events of one run: the story's part (the same for everyone) or this subject's trial order."""
+    if task.name == "lpp":
+        return word_runs[run - 1]
+    return trial_events(stim_files, task.duration, _rng(seed, "trials", index, run))
+
+
+def _simulate_run(rng: np.random.Generator, baseline: np.ndarray, regressors: dict[str, np.ndarray],
+                  gains: dict[str, np.ndarray], n_volumes: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """BOLD of one run, ``n_volumes x n_brain_voxels``, and its head motion."""
+    moves = motion(rng, n_volumes)
+    data = baseline + simulate_noise(rng, n_volumes, len(baseline), moves)
+    for name, x in regressors.items():  # x: volumes (x factors); gains: (factors x) voxels
+        data += x.reshape(n_volumes, -1) @ gains[name].reshape(-1, data.shape[1])
+    return data, moves
+
+
+def _spatial_pattern(planted: Planted, rng: np.random.Generator, n_voxels: int) -> np.ndarray:
+    """1 for a planted feature with one regressor; one standard normal pattern per factor for ``latent``."""
+    return rng.standard_normal((N_LATENT_FACTORS, n_voxels)) if planted.name == "latent" else np.ones(n_voxels)
+
+
+def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mask: np.ndarray,
+                   affine: np.ndarray, mask_bytes: bytes, word_runs: list[pd.DataFrame]) -> None:
+    """Simulate and write every run of one subject, and its ground truth."""
+    sub = f"{index:02d}"
+    rng = _rng(seed, "subject", index)
+    baseline = smooth_baseline(mask, rng)
+    truth_dir = root / "sourcedata" / "groundtruth"
+    jitter = NOISE["amplitude_jitter"]
+    for t, task in enumerate(TASKS.values()):
+        planted = PLANTED[task.name]
+        weights = {p.name: sphere_weights(p.center_mm, p.radius_mm, mask, affine) for p in planted}
+        # one stream per planted feature, so adding a feature never changes the others' amplitudes
+        amplitudes = {p.name: round(p.amplitude * _rng(seed, "amplitude", index, t, k).uniform(1 - jitter, 1 + jitter), 4)
+                      for k, p in enumerate(planted)}
+        gains = {p.name: amplitudes[p.name] * NOISE["noise_sd"] * weights[p.name][mask]
+                 * _spatial_pattern(p, _rng(seed, "pattern", index, t, k), int(mask.sum()))
+                 for k, p in enumerate(planted)}
+        all_regressors = []
+        for run in range(1, task.n_runs + 1):
+            events = _events(task, run, index, seed, stim_files, word_runs)
+            regressors = {p.name: planted_regressor(p.name, events, task.n_volumes, root / "stimuli") for p in planted}
+            data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task.n_volumes)
+            _write_run(_run_files(root, sub, task.name, run), data, moves, events, mask, mask_bytes, affine)
+            all_regressors.append(regressors)
+        _write_json(truth_dir / f"sub-{sub}_task-{task.name}_truth.json",
+                    _truth(task.name, amplitudes, weights, seed, all_regressors))
+        for name, w in weights.items():
+            _write_bytes([truth_dir / f"sub-{sub}_task-{task.name}_desc-{name}_mask.nii.gz"],
+                         _gz_bytes(_mask_image(w > 0, affine)))
+
+
+def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str], word_runs: list[pd.DataFrame],
+                       eeg_format: str) -> None:
+    """The subject's EEG runs (:mod:`bids_encoding.example.meeg`): faces with an N170, the story with a planted TRF."""
+    from . import meeg as eeg
+
+    sub = f"{index:02d}"
+    for run in (1, 2):
+        events = eeg.eeg_trial_events(stim_files, _rng(seed, "eeg", index, 0, run))
+        data = eeg.simulate_faces_run(events, _rng(seed, "eeg", index, 1, run))
+        eeg.write_eeg_run(root, sub, "faces", run, data, events, eeg_format)
+    for run, events in enumerate(word_runs, start=1):
+        data = eeg.simulate_words_run(events, TASKS["lpp"].duration, _rng(seed, "eeg", index, 2, run))
+        eeg.write_eeg_run(root, sub, "lpp", run, data, events, eeg_format)
+
+
+def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 0, overwrite: bool = False,
+                          eeg: bool = True, eeg_format: str = "BrainVision") -> Path:
+    """Write the example dataset into ``path`` and return it (absolute).
+
+    The same ``seed`` always gives the same files. ``path`` must be absent or
+    empty unless ``overwrite`` is true, in which case it must hold an earlier
+    example dataset, which is deleted first. With ``eeg``, every subject also has
+    simulated EEG of both tasks (:mod:`bids_encoding.example.meeg`) in ``eeg_format``
+    (BrainVision, EDF or FIF).
+    """
+    root = Path(path).expanduser().absolute()
+    if not 1 <= n_subjects <= MAX_SUBJECTS:
+        raise UserError(f"n_subjects must be between 1 and {MAX_SUBJECTS}, not {n_subjects}",
+                        fix="Choose fewer subjects")
+    if seed < 0:
+        raise UserError(f"the seed must be a non-negative integer, not {seed}", fix="Choose a seed of 0 or more")
+    _check_target(root, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    mask_img = load_mni152_brain_mask(resolution=RESOLUTION)
+    mask, affine = np.asarray(mask_img.dataobj) > 0, mask_img.affine
+    mask_bytes = _gz_bytes(_mask_image(mask, affine))
+    _top_level_files(root, n_subjects, seed)
+    write_atlas(root, mask, affine)
+    stim_files = write_stimuli(root, seed)
+    parts = split_parts(split_sentences(read_story()), TASKS["lpp"].n_runs)
+    # everyone hears the same recording of the story: word timing depends on the seed only
+    word_runs = [word_events(part, TASKS["lpp"].duration, _rng(seed, "story", run)) for run, part in enumerate(parts, 1)]
+    for index in range(1, n_subjects + 1):
+        _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, word_runs)
+        if eeg:
+            _write_subject_eeg(root, index, seed, stim_files, word_runs, eeg_format)
+    return root
+
+
+def atlas_path(dataset: str | Path) -> Path:
+    """The example's atlas of the planted spheres (a label image in the data's space, its ``_dseg.tsv`` beside it)."""
+    return Path(dataset) / "derivatives" / "atlas" / f"tpl-{SPACE}" / f"tpl-{SPACE}_res-{RESOLUTION}_atlas-planted_dseg.nii.gz"
+
+
+def write_atlas(root: Path, mask: np.ndarray, affine: np.ndarray) -> Path:
+    """One label per planted sphere (a voxel in two spheres goes to the first), for ``--atlas``: the group level's
+    region tables then show each feature space's R² in its own sphere and in the others."""
+    planted = [p for of_task in PLANTED.values() for p in of_task]
+    labels = np.zeros(mask.shape, dtype=np.int16)
+    for index, p in enumerate(planted, start=1):
+        labels[(sphere_weights(p.center_mm, p.radius_mm, mask, affine) > 0) & (labels == 0)] = index
+    path = atlas_path(root)
+    _write_bytes([path], _gz_bytes(_mni_image(labels, affine)))
+    _write_tsv(path.with_name(path.name.replace(".nii.gz", ".tsv")),
+               pd.DataFrame({"index": range(1, len(planted) + 1), "name": [f"{p.name}Sphere" for p in planted]}))
+    _write_json(root / "derivatives" / "atlas" / "dataset_description.json", {
+        "Name": "The example's planted spheres as an atlas", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+        "License": "CC0", "GeneratedBy": [{"Name": GENERATOR, "Version": __version__}],
+    })
+    return path
+
+
+def load_truth(dataset: str | Path, subject: str, task: str) -> dict[str, np.ndarray]:
+    """Boolean masks (brain-mask grid) of the voxels planted for each feature of ``task`` in ``subject``."""
+    subject = str(subject).removeprefix("sub-")
+    folder = Path(dataset) / "sourcedata" / "groundtruth"
+    truth_file = folder / f"sub-{subject}_task-{task}_truth.json"
+    if not truth_file.exists():
+        raise UserError(f"no ground truth for sub-{subject} and task {task}", path=truth_file,
+                        fix="Give a dataset written by write_example_dataset, and one of its subjects and tasks")
+    names = json.loads(truth_file.read_text(encoding="utf-8"))["features"]
+    return {name: np.asarray(nib.load(folder / f"sub-{subject}_task-{task}_desc-{name}_mask.nii.gz").dataobj) > 0
+            for name in names}

@@ -1,0 +1,92 @@
+"""From event-level features to a design matrix on the TR grid.
+
+Features live at event times (one row per word, image or trial); BOLD lives on
+the TR grid. ``hrf_design`` puts each event's feature values on a fine time
+grid as a boxcar over its duration, convolves with a haemodynamic response from
+nilearn, and samples at acquisition times. Everything here is a pure function
+of arrays, so notebooks and tests use it without Nipype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nilearn.glm.first_level.hemodynamic_models import glover_hrf, spm_hrf
+from scipy.signal import fftconvolve
+
+HRF_MODELS = {"glover": glover_hrf, "spm": spm_hrf}
+
+
+def frame_times(n_scans: int, tr: float) -> np.ndarray:
+    """Acquisition times of the volumes, in seconds from the run's start (BIDS onsets' origin)."""
+    return np.arange(n_scans) * tr
+
+
+def events_on_grid(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_samples: int, dt: float) -> np.ndarray:
+    """Boxcars of height ``values`` over each event's duration (at least one sample) on a grid of step ``dt``."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(onset), -1)
+    grid = np.zeros((n_samples, values.shape[1]))
+    # clipped to the grid before casting, so that events long after the run (or absurdly long) cannot overflow
+    with np.errstate(over="ignore"):
+        start = np.clip(np.floor(np.asarray(onset, dtype=np.float64) / dt), 0, n_samples).astype(int)
+        end = np.clip(np.ceil((np.asarray(onset, dtype=np.float64) + np.asarray(duration)) / dt), 0, n_samples + 1)
+    stop = np.maximum(start + 1, end.astype(int))
+    inside = start < n_samples
+    # a cumulative-sum trick adds every boxcar at once: +v at start, -v at stop
+    edges = np.zeros((n_samples + 1, values.shape[1]))
+    np.add.at(edges, start[inside], values[inside])
+    np.add.at(edges, np.minimum(stop[inside], n_samples), -values[inside])
+    grid[:] = np.cumsum(edges, axis=0)[:n_samples]
+    return grid
+
+
+def hrf_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,
+               hrf_model: str = "glover", oversampling: int = 16) -> np.ndarray:
+    """Convolve event features with an HRF and sample them at each volume: ``n_scans x n_features``."""
+    dt = tr / oversampling
+    n_fine = n_scans * oversampling
+    fine = events_on_grid(onset, duration, values, n_fine, dt)
+    hrf = HRF_MODELS[hrf_model](tr, oversampling=oversampling)
+    convolved = fftconvolve(fine, hrf[:, None], mode="full", axes=0)[:n_fine]
+    return convolved[::oversampling]
+
+
+
+def lanczos_kernel(t: np.ndarray, cutoff: float, window: int = 3) -> np.ndarray:
+    """Lanczos-windowed sinc at times ``t`` (seconds) for a low-pass ``cutoff`` (Hz)."""
+    x = np.asarray(t, dtype=np.float64) * cutoff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = window * np.sin(np.pi * x) * np.sin(np.pi * x / window) / (np.pi ** 2 * x ** 2)
+    value[x == 0] = 1.0
+    value[np.abs(x) > window] = 0.0
+    return value
+
+
+def lanczos_downsample(times: np.ndarray, values: np.ndarray, n_scans: int, tr: float, window: int = 3) -> np.ndarray:
+    """Resample event features (at ``times``) to the TR grid with a Lanczos filter (voxelwise-modelling practice)."""
+    kernel = lanczos_kernel(frame_times(n_scans, tr)[:, None] - np.asarray(times)[None, :], 1.0 / tr, window)
+    return kernel @ np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+
+
+def add_delays(x: np.ndarray, delays: tuple[int, ...]) -> np.ndarray:
+    """Finite-impulse-response design: copies of ``x`` shifted later by each delay (in samples), side by side."""
+    out = []
+    for d in delays:
+        shifted = np.zeros_like(x)
+        if d >= 0:
+            shifted[d:] = x[:len(x) - d] if d else x
+        else:
+            shifted[:d] = x[-d:]
+        out.append(shifted)
+    return np.hstack(out)
+
+
+def downsample_events(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float) -> np.ndarray:
+    """Lanczos downsampling of event features placed at each event's midpoint: ``n_scans x n_features``."""
+    midpoints = np.asarray(onset) + np.asarray(duration) / 2
+    return lanczos_downsample(midpoints, values, n_scans, tr)
+
+
+def fir_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,
+               delays: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
+    """Lanczos downsampling at each event's midpoint, then FIR delays: ``n_scans x (n_features * n_delays)``."""
+    return add_delays(downsample_events(onset, duration, values, n_scans, tr), delays)

@@ -1,0 +1,1 @@
+"""EEG/MEG data access: reading, preprocessing and epochs (``preprocessing``)."""

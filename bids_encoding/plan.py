@@ -1,0 +1,206 @@
+"""The plan of one invocation, computed once: which analysis of which runs of which task, with which models.
+
+``make_plan`` reads the dataset (pybids, the events, the installed plugins) and runs
+every input check that needs no data: a wrong task, contrast, feature extractor or
+trim fails here, in seconds, before Nipype starts. The workflows only wire nodes from
+the plan (:mod:`.workflows`), and nothing below re-plans: events are read and plugins
+instantiated once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .bids_io import (MEEGRun, Run, check_dataset, collect_bold_runs, collect_meeg_runs, datatypes_present,
+                      load_layout, validate_dataset)
+from .bids_io.outputs import GroupInput, check_group_inputs, collect_participant_outputs
+from .config import RunConfig
+from .derivatives import dataset_links
+from .errors import UserError
+from .options import check_region, parse_contrast
+from .plugins.registry import Registered, Registry, installed_plugins, instantiate
+from .stimuli import read_events
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One analysis of one subject's task: its runs and, where features are modelled, its extractors."""
+
+    subject: str
+    task: str
+    analysis: str  # "encoding", "decoding", "embedding" (fMRI); "time_decoding", "trf" (EEG/MEG)
+    runs: tuple[Run, ...]
+    models: tuple[tuple[str, Registered], ...] = ()  # (spec, plugin) of each feature extractor
+
+    @property
+    def entities(self) -> dict[str, Any]:
+        """The entities every output of this task shares."""
+        return {"subject": self.subject, "task": self.task, "space": getattr(self.runs[0], "space", None)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the workflows need: the checked configuration, the tasks or the group inputs, provenance."""
+
+    config: RunConfig
+    description: dict  # the input's dataset_description.json
+    tasks: dict[str, tuple[TaskPlan, ...]] = field(default_factory=dict)  # participant level: by subject
+    group_inputs: tuple[GroupInput, ...] = ()  # group level
+    stimuli_dir: Path | None = None
+    links: dict[str, str] = field(default_factory=dict)  # dataset names for BIDS URIs
+    provenance: dict[str, Any] = field(default_factory=dict)  # added to every sidecar
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """The plan of the participant or group level, every input checked."""
+    description = check_dataset(config.bids_dir)
+    provenance = {"Version": __version__, "Command": "bids-encoding " + " ".join(sys.argv[1:]), "Seed": config.seed,
+                  "Config": config.to_json()}
+    if config.analysis_level == "group":
+        inputs = collect_participant_outputs(config.output_dir, config.participant_label, config.task)
+        check_group_inputs(inputs, config.output_dir, config.participant_label)
+        return Plan(config, description, group_inputs=tuple(inputs), provenance=provenance,
+                    links={"": config.output_dir.as_uri()})  # bids:: = this dataset
+    if not config.skip_bids_validation:
+        validate_dataset(config.bids_dir)
+    registry = installed_plugins()
+    if not config.features and config.analysis == "encoding":
+        known = ", ".join(sorted(registry["feature extractor"])) or "none installed"
+        raise UserError("no --features given, so there is nothing to model", path=config.bids_dir,
+                        fix=f"Name at least one feature extractor with --features (installed: {known})")
+    if config.analysis == "embedding":
+        check_region(config.embedding, config.fmri)
+        for spec in config.embedding.embedder:
+            instantiate(spec, registry, "brain embedder")
+    layout = load_layout(config.bids_dir, config.derivatives)
+    subjects = list(config.participant_label) or layout.get_subjects()
+    tasks = {s: tuple(subject_tasks(config, subject_runs(config, layout, s), registry)) for s in subjects}
+    stimuli_dir = config.bids_dir / "stimuli"
+    return Plan(config, description, tasks=tasks, stimuli_dir=stimuli_dir if stimuli_dir.is_dir() else None,
+                links=dataset_links(config.bids_dir, config.derivatives), provenance=provenance)
+
+
+def subject_runs(config: RunConfig, layout, subject: str) -> list[Run]:
+    """The subject's BOLD runs, or EEG/MEG recordings (``--datatype``, else the first of func, eeg, meg it has)."""
+    datatype = config.datatype
+    if datatype is None:
+        present = datatypes_present(layout, subject) if subject in layout.get_subjects() else []
+        datatype = present[0] if present else "func"
+    if datatype == "func":
+        return collect_bold_runs(layout, subject, tasks=config.task, sessions=config.session, runs=config.run,
+                                 space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
+    if config.analysis == "embedding":
+        raise UserError(f"sub-{subject} has no BOLD runs, and --analysis embedding works on fMRI only",
+                        path=config.bids_dir, fix="Use --analysis encoding or decoding on EEG/MEG recordings")
+    if subject not in layout.get_subjects():
+        raise UserError(f"subject '{subject}' is not in the dataset (subjects: {', '.join(layout.get_subjects())})",
+                        path=config.bids_dir, fix="Check --participant-label")
+    return collect_meeg_runs(layout, subject, datatype, tasks=config.task, sessions=config.session, runs=config.run,
+                             filters=config.bids_filters)
+
+
+def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> list[TaskPlan]:
+    """One :class:`TaskPlan` per task the analysis applies to, with the extractors that apply to it."""
+    check_trim(config, runs)
+    by_task: dict[str, list[tuple[str, Registered]]] = defaultdict(list)
+    if config.analysis == "decoding":
+        by_task.update({task: [] for task in decoding_tasks(runs, config.decoding.decode)})
+    if config.analysis == "embedding":
+        by_task.update({task: [] for task in embedding_tasks(runs, config.decoding.decode, config.embedding.samples)})
+    for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding"):
+        if config.analysis == "encoding" or task in by_task:
+            by_task[task].append((spec, entry))
+    grouped = runs_by_task(runs)
+    plans = []
+    for task, models in by_task.items():
+        task_runs = tuple(grouped[task])
+        analysis = config.analysis
+        if isinstance(task_runs[0], MEEGRun):
+            analysis = "time_decoding" if config.analysis == "decoding" else "trf"
+        plans.append(TaskPlan(task_runs[0].subject, task, analysis, task_runs, tuple(models)))
+    return plans
+
+
+def check_trim(config: RunConfig, runs: list[Run]) -> None:
+    """--trim (encoding of BOLD runs) must leave volumes to fit in every run."""
+    trim = config.encoding.trim
+    for run in runs if config.analysis == "encoding" else ():
+        n_volumes = getattr(run, "n_volumes", None)  # EEG/MEG recordings have none to trim
+        if n_volumes is not None and n_volumes - sum(trim) < 2:
+            raise UserError(f"--trim {trim[0]} {trim[1]} leaves {max(n_volumes - sum(trim), 0)} "
+                            f"of this run's {n_volumes} volumes", path=run.bold,
+                            fix="Trim fewer volumes: at least 2 must remain in every run")
+
+
+def runs_by_task(runs: list[Run]) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        grouped[run.task].append(run)
+    return dict(grouped)
+
+
+def decoding_tasks(runs: list[Run], contrast: str) -> list[str]:
+    """The tasks whose events hold the contrast's column and values (checked in every run by the analysis)."""
+    column, values = parse_contrast(contrast)
+    found = []
+    for task, task_runs in runs_by_task(runs).items():
+        events = read_events(task_runs[0].events)
+        if column in events.columns and set(values) & set(events[column].astype(str).str.strip()):
+            found.append(task)
+    if not found:
+        raise UserError(f"no selected task has events with {column} = {' or '.join(values)} (tasks: "
+                        f"{', '.join(sorted(runs_by_task(runs)))})", path=runs[0].events,
+                        fix="Check --decode against the events.tsv columns and values, or select another --task")
+    return found
+
+
+def embedding_tasks(runs: list[Run], contrast: str, samples: str) -> list[str]:
+    """The tasks to embed: those holding the contrast when one is given; for trial samples, those whose events
+    have the condition column; for volume samples, every task."""
+    if contrast:
+        return decoding_tasks(runs, contrast)
+    if samples == "trs":
+        return list(runs_by_task(runs))
+    found = [task for task, task_runs in runs_by_task(runs).items() if "trial_type" in read_events(task_runs[0].events)]
+    if not found:
+        raise UserError("trial samples need a trial_type column in the events, and no selected task has one",
+                        path=runs[0].events, fix="Name the column with --decode COLUMN=A,B, or embed volumes with --samples trs")
+    return found
+
+
+def plan_models(runs: list[Run], specs: tuple[str, ...], registry: Registry,
+                required: bool = True) -> list[tuple[str, str, Registered]]:
+    """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality.
+
+    With ``required``, an extractor that fits no task is an error (encoding); decoding only
+    adds features where they apply.
+    """
+    plan = []
+    for spec in specs:
+        extractor, entry = instantiate(spec, registry)
+        tasks = []
+        for task, task_runs in runs_by_task(runs).items():
+            having = [r for r in task_runs if extractor.modality in r.modalities]
+            if having and len(having) < len(task_runs):
+                lacking = next(r for r in task_runs if extractor.modality not in r.modalities)
+                raise UserError(
+                    f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, which other runs of task "
+                    f"'{task}' have but this run's events lack",
+                    path=lacking.events, fix="Add the stimulus column to this events file, or leave the run out with --run",
+                )
+            if having:
+                tasks.append(task)
+                plan.append((task, spec, entry))
+        if not tasks and required:
+            raise UserError(
+                f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, but no selected run's events hold any "
+                f"(tasks: {', '.join(sorted(runs_by_task(runs)))})",
+                path=runs[0].events.parent,
+                fix="Choose features that match the events (bids-encoding plugins shows each one's modality)",
+            )
+    return plan
