@@ -73,3 +73,14 @@ def test_the_unchanged_cli_runs_the_installed_template(template_env, example_dat
     stim = json.loads((func / "sub-01_task-lpp_run-1_recording-vowelcount_stim.json").read_text())
     assert stim["Columns"] == ["vowels", "consonants"]
     assert stim["Features"]["Plugin"]["Distribution"] == PROJECT["name"]
+
+
+@pytest.mark.slow
+def test_the_templates_own_tests_pass_once_it_is_installed(template_env):
+    """The template's tests are what a plugin author copies; the main run leaves them out (pyproject's
+    ``--ignore``) because the template is installed only here, where none of them may skip."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                             str(TEMPLATE / "tests")], capture_output=True, text=True,
+                            env={**os.environ, **template_env, "HF_HUB_OFFLINE": "1"}, cwd=TEMPLATE, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b3 passed\b", result.stdout) and "skipped" not in result.stdout, result.stdout
