@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -37,6 +38,28 @@ KEY_TO_ENTITY = {key: name for name, key in ENTITY_ORDER}
 SUFFIX_DATATYPE = {"statmap": "func", "timeseries": "func", "stim": "func"}
 STATE_DIR = ".bids-encoding"
 STATE_LOCK = "lock"  # held while creating, sweeping or committing a staging folder
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file an analysis wrote in its node's folder, with what its BIDS name and sidecar need.
+
+    ``entities`` are added to the task's (subject, task, space); ``datatype`` is the folder (func, eeg, meg).
+    Nipype carries outputs between nodes as plain dicts (:meth:`to_dict`, :meth:`from_dict`).
+    """
+
+    in_file: str
+    entities: dict[str, Any]
+    suffix: str = "statmap"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    datatype: str = "func"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: "dict[str, Any] | Output") -> "Output":
+        return values if isinstance(values, Output) else cls(**values)
 
 
 def bids_label(*parts: str) -> str:
@@ -280,24 +303,22 @@ def merged_description(existing: Path, new: Path) -> dict[str, Any]:
     return description
 
 
-def write_outputs(base: Path, entities: dict[str, Any], outputs: list[dict[str, Any]], provenance: dict | None = None,
-                  links: dict[str, str] | None = None) -> list[str]:
-    """Copy each output (``in_file``, ``entities``, ``suffix``, ``metadata``, optional ``datatype``: func, eeg or
-    meg) to its BIDS name, with a sidecar.
+def write_outputs(base: Path, entities: dict[str, Any], outputs: list[Output | dict[str, Any]],
+                  provenance: dict | None = None, links: dict[str, str] | None = None) -> list[str]:
+    """Copy each :class:`Output` (or its dict) to its BIDS name, with a sidecar.
 
     ``Sources`` given as paths become BIDS URIs into ``links``. Returns the paths written, relative to ``base``.
     """
     written = []
     provenance = {**(provenance or {}), "SoftwareVersions": software_versions()}
-    for output in outputs:
-        source = Path(output["in_file"])
+    for output in map(Output.from_dict, outputs):
+        source = Path(output.in_file)
         extension = "".join(source.suffixes)
-        relative = derivative_path({**entities, **output["entities"]}, output.get("suffix", "statmap"), extension,
-                                   output.get("datatype", "func"))
+        relative = derivative_path({**entities, **output.entities}, output.suffix, extension, output.datatype)
         if str(relative) in written:  # e.g. the task's brain mask, returned by every model of the task
             continue
         copy_file(source, base / relative)
-        sidecar = {**output.get("metadata", {}), "bids-encoding": provenance}
+        sidecar = {**output.metadata, "bids-encoding": provenance}
         if "Sources" in sidecar and links:
             sidecar["Sources"] = [bids_uri(s, links) for s in sidecar["Sources"]]
         write_json(base / str(relative).replace(extension, ".json"), sidecar)

@@ -25,7 +25,7 @@ from nilearn import masking
 
 from .. import features as feature_store
 from ..contrasts import contrast_events, contrast_label, parse_contrast
-from ..derivatives import bids_label, column_descriptions, save_nifti, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
 from ..fmri.masks import brain_mask, roi_mask
 from ..fmri.trials import RESPONSES, trial_responses
@@ -117,7 +117,7 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
                  mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                  feature_files: Sequence[Path] | Sequence[Sequence[Path]] | None = None,
                  options: DecodingOptions = DecodingOptions(), fmri: FMRIOptions = FMRIOptions(),
-                 stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+                 stats: StatsOptions = StatsOptions()) -> list[Output]:
     """Decode the contrast from the brain (and from features); returns the written table and map.
 
     ``feature_files`` is one list of per-run feature files (``bids_encoding.features.save``), or
@@ -159,15 +159,15 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
     metadata = {**column_descriptions(SCORE_COLUMNS), **description,
                 "Chance": brain.chance, "NFolds": brain.n_folds, "ScreenedVoxels": brain.screening,
                 "PositiveClass": sorted(values)[1]}
-    outputs = [{"in_file": str(path), "entities": {"desc": label}, "suffix": "decoding",
-                "metadata": {**metadata, "Sources": sources + feature_sources}}]
+    outputs = [Output(in_file=str(path), entities={"desc": label}, suffix="decoding",
+                      metadata={**metadata, "Sources": sources + feature_sources})]
     if options.searchlight:
         scores = searchlight(responses.X, mask, responses.labels, responses.runs, radius=options.searchlight_radius,
                              classifier=options.classifier, process_mask=region, n_jobs=options.n_jobs)
         map_path = out_dir / f"desc-{label}_stat-score.nii.gz"
         save_nifti(masking.unmask(scores, mask), map_path)
-        outputs.append({"in_file": str(map_path), "entities": {"desc": label, "stat": "score"},
-                        "metadata": {"Description": SCORE_DESCRIPTION, **description, "Chance": brain.chance,
-                                     "Sources": sources}})
+        outputs.append(Output(in_file=str(map_path), entities={"desc": label, "stat": "score"},
+                              metadata={"Description": SCORE_DESCRIPTION, **description, "Chance": brain.chance,
+                                        "Sources": sources}))
     return outputs
 

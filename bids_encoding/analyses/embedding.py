@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..contrasts import contrast_label, parse_contrast
-from ..derivatives import bids_label, column_descriptions, save_tsv_gz, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
 from ..fmri.bold import load_bold, read_confounds, run_entities
 from ..fmri.masks import atlas_labels, brain_mask, roi_mask
@@ -258,7 +258,7 @@ def _levels(conditions: np.ndarray) -> dict[str, str]:
 
 
 def timeseries_outputs(Z: np.ndarray, samples: Samples, bold_files: list[Path], label: str, out_dir: Path,
-                       metadata: dict[str, Any]) -> list[dict[str, Any]]:
+                       metadata: dict[str, Any]) -> list[Output]:
     """One headerless ``_timeseries.tsv.gz`` per run: onset, condition code (-1 for none), latents."""
     levels = _levels(samples.conditions)
     code_of = {value: int(code) for code, value in levels.items()}
@@ -269,18 +269,18 @@ def timeseries_outputs(Z: np.ndarray, samples: Samples, bold_files: list[Path], 
         rows = samples.runs == run
         target = out_dir / f"run{run}_desc-{label}_timeseries.tsv.gz"
         save_tsv_gz(np.column_stack([samples.onsets[rows], codes[rows], Z[rows]]), target)
-        outputs.append({"in_file": str(target), "suffix": "timeseries",
-                        "entities": {**run_entities(bold), "desc": label},
-                        "metadata": {"Columns": columns,
-                                     "onset": {"Description": "the sample's time: the volume's acquisition, or the "
-                                                              "trial's onset", "Units": "s"},
-                                     "condition": {"Description": f"the sample's {metadata['ConditionColumn']} "
-                                                                  "(-1: none)", "Levels": {**levels, "-1": "n/a"}},
-                                     **metadata, "Sources": [str(bold)]}})
+        outputs.append(Output(in_file=str(target), suffix="timeseries",
+                              entities={**run_entities(bold), "desc": label},
+                              metadata={"Columns": columns,
+                                        "onset": {"Description": "the sample's time: the volume's acquisition, or the "
+                                                                 "trial's onset", "Units": "s"},
+                                        "condition": {"Description": f"the sample's {metadata['ConditionColumn']} "
+                                                                     "(-1: none)", "Levels": {**levels, "-1": "n/a"}},
+                                        **metadata, "Sources": [str(bold)]}))
     return outputs
 
 
-def weights_output(embedder, entry, label: str, out_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+def weights_output(embedder, entry, label: str, out_dir: Path, metadata: dict[str, Any]) -> Output:
     """The fitted embedder's weights as safetensors, with what restores it in the file's own metadata."""
     from safetensors.numpy import save_file
 
@@ -290,17 +290,17 @@ def weights_output(embedder, entry, label: str, out_dir: Path, metadata: dict[st
     about = {"embedder": entry.name, "distribution": entry.distribution, "version": entry.version,
              "options": embedder.get_options()}
     save_file(weights, str(target), metadata={"bids-encoding": json.dumps(about, sort_keys=True, default=str)})
-    return {"in_file": str(target), "suffix": "weights", "entities": {"desc": label},
-            "metadata": {"Description": f"weights of the fitted {entry.name} embedder (safetensors); restore with "
-                                        f"{entry.cls.__name__}(**options).set_weights(safetensors.numpy.load_file(path))",
-                         "Tensors": {k: list(v.shape) for k, v in weights.items()}, **metadata}}
+    return Output(in_file=str(target), suffix="weights", entities={"desc": label},
+                  metadata={"Description": f"weights of the fitted {entry.name} embedder (safetensors); restore with "
+                                           f"{entry.cls.__name__}(**options).set_weights(safetensors.numpy.load_file(path))",
+                            "Tensors": {k: list(v.shape) for k, v in weights.items()}, **metadata})
 
 
 def fit_embedding(bold_files: list[Path], events_files: list[Path], trs: list[float], out_dir: Path,
                   mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                   options: EmbeddingOptions = EmbeddingOptions(), decoding: DecodingOptions = DecodingOptions(),
                   fmri: FMRIOptions = FMRIOptions(), stats: StatsOptions = StatsOptions(),
-                  registry=None) -> list[dict[str, Any]]:
+                  registry=None) -> list[Output]:
     """Fit every embedder on the task's samples; returns the written latents, weights and decoding tables."""
     bold_files, events_files = [Path(b) for b in bold_files], [Path(e) for e in events_files]
     if not len(bold_files) == len(events_files) == len(trs):
@@ -346,10 +346,10 @@ def fit_embedding(bold_files: list[Path], events_files: list[Path], trs: list[fl
             rows = decode_code(Z, samples, contrast, decoding, stats)
             path = out_dir / f"desc-{label}_decoding.tsv"
             write_tsv(pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS)), path)
-            outputs.append({"in_file": str(path), "suffix": "decoding",
-                            "entities": {"desc": label + _capitalised(contrast_label(contrast))},
-                            "metadata": {**column_descriptions(EVALUATION_COLUMNS),
-                                         "Contrast": {"Column": decoding.column, "Values": list(contrast)},
-                                         "Chance": 0.5, **metadata, "Sources": sources}})
+            outputs.append(Output(in_file=str(path), suffix="decoding",
+                                  entities={"desc": label + _capitalised(contrast_label(contrast))},
+                                  metadata={**column_descriptions(EVALUATION_COLUMNS),
+                                            "Contrast": {"Column": decoding.column, "Values": list(contrast)},
+                                            "Chance": 0.5, **metadata, "Sources": sources}))
     return outputs
 

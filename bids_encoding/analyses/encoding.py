@@ -20,7 +20,7 @@ import pandas as pd
 from nilearn import masking
 
 from .. import features as feature_store
-from ..derivatives import column_descriptions, save_nifti, save_tsv_gz, write_tsv
+from ..derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
 from ..fmri.bold import TaskData, load_task, run_entities
 from ..fmri.design import add_delays, downsample_events, hrf_design
 from ..fmri.masks import atlas_labels
@@ -122,20 +122,20 @@ def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, 
 
 
 def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict,
-                atlas: str | None) -> list[dict[str, Any]]:
+                atlas: str | None) -> list[Output]:
     outputs = []
     if atlas:
         labels, names = atlas_labels(atlas, task.mask)
         path = out_dir / f"desc-{desc}_regions.tsv"
         write_tsv(region_summary(scores, labels, names), path)
-        outputs.append({"in_file": str(path), "entities": {"desc": desc}, "suffix": "regions",
-                        "metadata": {**column_descriptions(REGION_COLUMNS),
-                                     "Atlas": str(atlas), "Model": metadata.get("Model")}})
+        outputs.append(Output(in_file=str(path), entities={"desc": desc}, suffix="regions",
+                              metadata={**column_descriptions(REGION_COLUMNS),
+                                        "Atlas": str(atlas), "Model": metadata.get("Model")}))
     for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
         path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
         save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
-        outputs.append({"in_file": str(path), "entities": {"desc": desc, "stat": stat},
-                        "metadata": {"Description": STATS[stat], **metadata, "Sources": [str(b) for b in task.bold_files]}})
+        outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": stat},
+                              metadata={"Description": STATS[stat], **metadata, "Sources": [str(b) for b in task.bold_files]}))
     return outputs
 
 
@@ -166,20 +166,20 @@ def repeated_runs(feature_files: list[Path], task: TaskData) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> list[Output]:
     """What belongs to the task, not to one model: the brain mask, and the noise ceiling when stimuli repeat."""
     mask_path = out_dir / "desc-brain_mask.nii.gz"
     save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
-    outputs = [{"in_file": str(mask_path), "entities": {"desc": "brain"}, "suffix": "mask",
-                "metadata": {"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources}}]
+    outputs = [Output(in_file=str(mask_path), entities={"desc": "brain"}, suffix="mask",
+                      metadata={"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources})]
     groups = repeated_runs(feature_files, task)
     if groups:
         ev = np.mean([explainable_variance(np.stack([task.Y_runs[i] for i in g])) for g in groups], axis=0)
         path = out_dir / "desc-repeats_stat-explainableVariance.nii.gz"
         save_nifti(masking.unmask(ev.astype(np.float32), task.mask), path)
-        outputs.append({"in_file": str(path), "entities": {"desc": "repeats", "stat": "explainableVariance"},
-                        "metadata": {"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
-                                     "Sources": [str(b) for b in task.bold_files]}})
+        outputs.append(Output(in_file=str(path), entities={"desc": "repeats", "stat": "explainableVariance"},
+                              metadata={"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
+                                        "Sources": [str(b) for b in task.bold_files]}))
     return outputs
 
 
@@ -196,7 +196,7 @@ def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions,
 
 
 def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, options: EncodingOptions,
-                 hrf_model: str) -> list[dict[str, Any]]:
+                 hrf_model: str) -> list[Output]:
     """Each run's features on the TR grid (before delays and z-scoring) as BIDS ``_stim.tsv.gz`` files."""
     outputs = []
     how = ("Lanczos-downsampled to the volumes' acquisition times" if options.design == "fir"
@@ -209,11 +209,11 @@ def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, optio
             name = extractor + label
             target = out_dir / f"run{index}_recording-{name}_stim.tsv.gz"
             save_tsv_gz(values, target)
-            outputs.append({"in_file": str(target), "suffix": "stim",
-                            "entities": {**run_entities(bold), "recording": name, "space": ""},
-                            "metadata": {"SamplingFrequency": 1.0 / tr, "StartTime": 0.0, "Columns": list(columns),
-                                         "Description": f"features of {name}, {how}",
-                                         "Features": provenance, "Sources": [provenance.get("Events", str(bold))]}})
+            outputs.append(Output(in_file=str(target), suffix="stim",
+                                  entities={**run_entities(bold), "recording": name, "space": ""},
+                                  metadata={"SamplingFrequency": 1.0 / tr, "StartTime": 0.0, "Columns": list(columns),
+                                            "Description": f"features of {name}, {how}",
+                                            "Features": provenance, "Sources": [provenance.get("Events", str(bold))]}))
     return outputs
 
 
@@ -226,7 +226,7 @@ def _load(bold_files, trs, mask_files, confound_files, options: EncodingOptions,
 def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,
                  mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                  options: EncodingOptions = EncodingOptions(), fmri: FMRIOptions = FMRIOptions(),
-                 stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+                 stats: StatsOptions = StatsOptions()) -> list[Output]:
     """One model per feature space of one extractor; returns the written maps with their metadata."""
     out_dir = Path(out_dir)
     task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
@@ -245,7 +245,7 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
 def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,
                        mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                        options: EncodingOptions = EncodingOptions(), fmri: FMRIOptions = FMRIOptions(),
-                       stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+                       stats: StatsOptions = StatsOptions()) -> list[Output]:
     """One banded model over every feature space of several extractors, with split R² per space."""
     out_dir = Path(out_dir)
     task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
@@ -261,8 +261,8 @@ def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], 
     for b, (name, _) in enumerate(spaces):
         path = out_dir / f"desc-{name}_stat-splitRSquare.nii.gz"
         save_nifti(masking.unmask(scores.split_r2[b].astype(np.float32), task.mask), path)
-        outputs.append({"in_file": str(path), "entities": {"desc": name, "stat": "splitRSquare"},
-                        "metadata": {"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
-                                     "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}})
+        outputs.append(Output(in_file=str(path), entities={"desc": name, "stat": "splitRSquare"},
+                              metadata={"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
+                                        "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}))
     return outputs
 

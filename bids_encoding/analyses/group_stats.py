@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from ..bids_io.outputs import MAP_STATS, TABLE_KINDS, GroupInput
-from ..derivatives import column_descriptions, save_nifti, write_tsv
+from ..derivatives import Output, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
 from ..options import GroupOptions, StatsOptions
 
@@ -90,7 +90,7 @@ def _one_sample(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
-             inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+             inference: StatsOptions = StatsOptions()) -> list[Output]:
     """Mean effect, t, uncorrected p and corrected p maps of one participant map name, with sidecars."""
     data, reference = _load_maps(group)
     stat = group.entities["stat"]
@@ -117,9 +117,9 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
         path = Path(out_dir) / f"{group.name.replace(f'stat-{stat}', f'stat-{key}')}.nii.gz"
         values = np.where(inside, values, 0) if key == stat else values
         save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
-        outputs.append({"in_file": str(path), "entities": {**group.entities, "stat": key},
-                        "metadata": {"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
-                                     **_subjects(group), **describe(options, inference), **model}})
+        outputs.append(Output(in_file=str(path), entities={**group.entities, "stat": key},
+                              metadata={"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
+                                        **_subjects(group), **describe(options, inference), **model}))
     return outputs
 
 
@@ -168,7 +168,7 @@ CONFIDENCE = 0.95
 
 
 def time_test(group: GroupInput, out_dir: Path, options: GroupOptions,
-              inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+              inference: StatsOptions = StatsOptions()) -> list[Output]:
     """Group decoding over time: mean AUC, confidence band and time clusters of AUC above chance."""
     from mne.stats import permutation_cluster_1samp_test
 
@@ -208,11 +208,11 @@ def time_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                                f"{inference.n_permutations} sign flips (all of them when fewer exist)",
                 "Peak": {"Time": float(times[peak]), "RocAuc": float(mean[peak])},
                 **_subjects(group), **describe(options, inference), **_participant_model(sidecar)}
-    return [{"in_file": str(path), "suffix": "decoding", "entities": group.entities, "metadata": metadata}]
+    return [Output(in_file=str(path), suffix="decoding", entities=group.entities, metadata=metadata)]
 
 
 def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
-               inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+               inference: StatsOptions = StatsOptions()) -> list[Output]:
     """One row per decoder, region or channel and measure: the subjects' values, their mean, t and p."""
     from mne.stats import permutation_t_test
 
@@ -254,14 +254,14 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                "sub-<label>": "each subject's value"}
     metadata = {**column_descriptions(columns), **_subjects(group), **describe(options, inference),
                 **_participant_model(_sidecar(group.files[subjects[0]]))}
-    return [{"in_file": str(path), "suffix": group.suffix, "entities": group.entities, "metadata": metadata}]
+    return [Output(in_file=str(path), suffix=group.suffix, entities=group.entities, metadata=metadata)]
 
 
 TESTS = {"map": map_test, "time": time_test, "table": table_test}
 
 
 def group_test(group: GroupInput, out_dir: Path, options: GroupOptions,
-               inference: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+               inference: StatsOptions = StatsOptions()) -> list[Output]:
     """The group test of one participant output name (see the module docstring)."""
     return TESTS[group.kind](group, Path(out_dir), options, inference)
 

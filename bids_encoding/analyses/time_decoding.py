@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ..bids_io.meeg import MEEGRun
 from ..contrasts import contrast_label, parse_contrast
-from ..derivatives import bids_label, column_descriptions, save_tsv_gz, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
 from ..meeg.preprocessing import describe_epochs, preprocess, run_epochs
 from ..models.classifiers import CLASSIFIERS, make_classifier, sliding_auc
@@ -54,7 +54,7 @@ def time_clusters(curve: np.ndarray, threshold: float, chance: float = CHANCE_AU
     return [(int(a), int(b), float(np.sum(curve[a:b] - chance))) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def cluster_test(observed: np.ndarray, null: np.ndarray) -> list[dict[str, Any]]:
+def cluster_test(observed: np.ndarray, null: np.ndarray) -> list[Output]:
     """Time clusters of ``observed`` with permutation p-values corrected over time (see the module doc)."""
     if not len(null):
         return []
@@ -93,7 +93,7 @@ def decode_over_time(X: np.ndarray, y: np.ndarray, options: MEEGOptions, decodin
 
 def fit_time_decoding(runs: Sequence[MEEGRun], out_dir: Path, options: MEEGOptions = MEEGOptions(),
                       decoding: DecodingOptions = DecodingOptions(),
-                      stats: StatsOptions = StatsOptions()) -> list[dict[str, Any]]:
+                      stats: StatsOptions = StatsOptions()) -> list[Output]:
     """Decode the contrast at every time point; returns the decoding table and the evoked responses written."""
     import mne
 
@@ -137,26 +137,25 @@ def fit_time_decoding(runs: Sequence[MEEGRun], out_dir: Path, options: MEEGOptio
                 "Clusters": clusters, "Peak": {"Time": float(times[peak]), "RocAuc": float(mean[peak])},
                 "NTrials": counts, "NRejected": n_total - sum(counts.values()), "Seed": stats.seed,
                 "Sources": sources}
-    outputs = [{"in_file": str(path), "suffix": "decoding", "datatype": datatype, "entities": {"desc": label},
-                "metadata": metadata}]
+    outputs = [Output(in_file=str(path), suffix="decoding", datatype=datatype, entities={"desc": label},
+                      metadata=metadata)]
     if options.generalize:
         generalization = out_dir / f"desc-{label}Generalization_decoding.tsv.gz"
         save_tsv_gz(scores.mean(axis=0), generalization)
-        outputs.append({"in_file": str(generalization), "suffix": "decoding", "datatype": datatype,
-                        "entities": {"desc": label + "Generalization"},
-                        "metadata": {"Description": "ROC AUC of the classifier trained at each time (rows) and tested "
-                                                    "at each time (columns), averaged over folds", "Times": times.tolist(),
-                                     **{k: metadata[k] for k in ("Metric", "ChanceLevel", "Classifier", "CrossValidation")},
-                                     "Sources": sources}})
+        outputs.append(Output(in_file=str(generalization), suffix="decoding", datatype=datatype,
+                              entities={"desc": label + "Generalization"},
+                              metadata={"Description": "ROC AUC of the classifier trained at each time (rows) and tested "
+                                                       "at each time (columns), averaged over folds", "Times": times.tolist(),
+                                        **{k: metadata[k] for k in ("Metric", "ChanceLevel", "Classifier", "CrossValidation")},
+                                        "Sources": sources}))
     evokeds = {value: epochs[value].average() for value in values}
     evokeds[label.replace("Vs", "Minus")] = mne.combine_evoked([evokeds[values[0]], evokeds[values[1]]], [1, -1])
     for name, evoked in evokeds.items():
         ave = out_dir / f"desc-{bids_label(name)}_ave.fif"
         evoked.save(ave, overwrite=True, verbose=False)
-        outputs.append({"in_file": str(ave), "suffix": "ave", "datatype": datatype,
-                        "entities": {"desc": bids_label(name)},
-                        "metadata": {"Description": f"evoked response: {name} (mean over trials; the difference wave "
-                                                    "for 'Minus')", "NAverage": int(evoked.nave), **record,
-                                     **describe_epochs(options, datatype), "Sources": sources}})
+        outputs.append(Output(in_file=str(ave), suffix="ave", datatype=datatype, entities={"desc": bids_label(name)},
+                              metadata={"Description": f"evoked response: {name} (mean over trials; the difference wave "
+                                                       "for 'Minus')", "NAverage": int(evoked.nave), **record,
+                                        **describe_epochs(options, datatype), "Sources": sources}))
     return outputs
 

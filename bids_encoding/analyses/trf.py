@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import features as feature_store
 from ..bids_io.meeg import MEEGRun
-from ..derivatives import bids_label, column_descriptions, save_tsv_gz, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
 from ..meeg.preprocessing import impulse_design, preprocess
 from ..models.standardize import zscore
@@ -103,7 +103,7 @@ def cross_validated_trf(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], opti
 
 
 def fit_trf(runs: Sequence[MEEGRun], feature_files: Sequence[Path], out_dir: Path,
-            options: MEEGOptions = MEEGOptions()) -> list[dict[str, Any]]:
+            options: MEEGOptions = MEEGOptions()) -> list[Output]:
     """One TRF per feature space of one extractor (one features file per run); returns the tables written."""
     if len(feature_files) != len(runs):
         raise UserError(f"{len(feature_files)} feature files for {len(runs)} runs",
@@ -140,14 +140,14 @@ def fit_trf(runs: Sequence[MEEGRun], feature_files: Sequence[Path], out_dir: Pat
                  "Features": {"Extractor": extractor, "Space": space, "Columns": list(columns),
                               "Provenance": loaded[0][1]},
                  **record}
-        outputs.append({"in_file": str(scores_path), "suffix": "encoding", "datatype": datatype,
-                        "entities": {"desc": name},
-                        "metadata": {**column_descriptions(ENCODING_COLUMNS), **model,
-                                     "Sources": sources}})
-        outputs.append({"in_file": str(trf_path), "suffix": "trf", "datatype": datatype, "entities": {"desc": name},
-                        "metadata": {"Columns": ["feature", "lag"] + list(channels),
-                                     "Description": "TRF weights fitted on every run: one row per feature (index into "
-                                                    "Features.Columns) and lag (s), one column per channel",
-                                     **model, "Sources": sources}})
+        outputs.append(Output(in_file=str(scores_path), suffix="encoding", datatype=datatype,
+                              entities={"desc": name},
+                              metadata={**column_descriptions(ENCODING_COLUMNS), **model,
+                                        "Sources": sources}))
+        outputs.append(Output(in_file=str(trf_path), suffix="trf", datatype=datatype, entities={"desc": name},
+                              metadata={"Columns": ["feature", "lag"] + list(channels),
+                                        "Description": "TRF weights fitted on every run: one row per feature (index into "
+                                                       "Features.Columns) and lag (s), one column per channel",
+                                        **model, "Sources": sources}))
     return outputs
 

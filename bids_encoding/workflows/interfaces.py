@@ -70,6 +70,11 @@ class _FitEncodingOutputSpec(TraitedSpec):
     outputs = traits.List(traits.Dict, desc="written maps: in_file, entities, metadata")
 
 
+def _as_dicts(outputs) -> list[dict]:
+    """An analysis's :class:`~bids_encoding.derivatives.Output` records as the plain dicts Nipype carries."""
+    return [output.to_dict() for output in outputs]
+
+
 def _optional_paths(values, n):
     return [Path(v) if v else None for v in (values or [""] * n)]
 
@@ -87,12 +92,12 @@ class FitEncoding(SimpleInterface):
 
         n = len(self.inputs.bold_files)
         fit = fit_joint_encoding if self.joint else fit_encoding
-        self._results["outputs"] = fit(
+        self._results["outputs"] = _as_dicts(fit(
             [Path(b) for b in self.inputs.bold_files], list(self.inputs.feature_files), list(self.inputs.trs),
             Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
             confound_files=_optional_paths(self.inputs.confound_files, n),
             **unpack(self.inputs.options or {}),
-        )
+        ))
         return runtime
 
 
@@ -137,11 +142,11 @@ class FitDecoding(SimpleInterface):
     def _run_interface(self, runtime):
         from ..analyses.decoding import fit_decoding
 
-        self._results["outputs"] = fit_decoding(
+        self._results["outputs"] = _as_dicts(fit_decoding(
             out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
             feature_files=[[Path(f) for f in group] for group in (self.inputs.feature_files or [])] or None,
             **unpack(self.inputs.options or {}),
-        )
+        ))
         return runtime
 
 
@@ -155,8 +160,8 @@ class FitEmbedding(SimpleInterface):
     def _run_interface(self, runtime):
         from ..analyses.embedding import fit_embedding
 
-        self._results["outputs"] = fit_embedding(out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
-                                                 **unpack(self.inputs.options or {}))
+        self._results["outputs"] = _as_dicts(fit_embedding(out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
+                                                 **unpack(self.inputs.options or {})))
         return runtime
 
 
@@ -189,8 +194,8 @@ class FitTimeDecoding(SimpleInterface):
     def _run_interface(self, runtime):
         from ..analyses.time_decoding import fit_time_decoding
 
-        self._results["outputs"] = fit_time_decoding(_meeg_runs(self.inputs), Path(runtime.cwd),
-                                                     **unpack(self.inputs.options or {}))
+        self._results["outputs"] = _as_dicts(fit_time_decoding(_meeg_runs(self.inputs), Path(runtime.cwd),
+                                                     **unpack(self.inputs.options or {})))
         return runtime
 
 
@@ -204,8 +209,8 @@ class FitTRF(SimpleInterface):
     def _run_interface(self, runtime):
         from ..analyses.trf import fit_trf
 
-        self._results["outputs"] = fit_trf(_meeg_runs(self.inputs), [Path(f) for f in self.inputs.feature_files],
-                                           Path(runtime.cwd), **unpack(self.inputs.options or {}))
+        self._results["outputs"] = _as_dicts(fit_trf(_meeg_runs(self.inputs), [Path(f) for f in self.inputs.feature_files],
+                                           Path(runtime.cwd), **unpack(self.inputs.options or {})))
         return runtime
 
 
@@ -284,7 +289,7 @@ class GroupStats(SimpleInterface):
 
         values = dict(self.inputs.group)
         group = GroupInput(**{**values, "files": {s: Path(p) for s, p in values["files"].items()}})
-        self._results["outputs"] = group_test(group, Path(runtime.cwd), **unpack(self.inputs.options or {}))
+        self._results["outputs"] = _as_dicts(group_test(group, Path(runtime.cwd), **unpack(self.inputs.options or {})))
         return runtime
 
 

@@ -74,14 +74,14 @@ def test_map_test_finds_the_planted_block_and_little_else(planted_outputs, tmp_p
     out = tmp_path / "group-maps"
     out.mkdir()
     outputs = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=500))
-    by_stat = {o["entities"]["stat"]: Path(o["in_file"]) for o in outputs}
+    by_stat = {o.entities["stat"]: Path(o.in_file) for o in outputs}
     assert set(by_stat) == {"score", "t", "p", corrected}
     p = nib.load(by_stat[corrected]).get_fdata()
     assert np.mean(p[effect] < 0.05) > 0.95
     assert np.mean(p[~effect] < 0.05) < 0.02
     mean = nib.load(by_stat["score"]).get_fdata()
     assert abs(mean[effect].mean() - 0.65) < 0.02 and abs(mean[~effect].mean() - 0.5) < 0.01
-    metadata = outputs[-1]["metadata"]
+    metadata = outputs[-1].metadata
     assert metadata["Test"] == test and metadata["NSubjects"] == N_SUBJECTS and metadata["ChanceLevel"] == 0.5
 
 
@@ -89,13 +89,13 @@ def test_time_test_finds_the_planted_interval(planted_outputs, tmp_path):
     root, _, times, bump = planted_outputs
     group = _inputs(root)["time"]
     (output,) = group_test(group, tmp_path, GroupOptions(), StatsOptions(n_permutations=200))
-    table = pd.read_csv(output["in_file"], sep="\t", na_values="n/a")
+    table = pd.read_csv(output.in_file, sep="\t", na_values="n/a")
     assert np.allclose(table["time"], times)
     assert (table["ci_low"] <= table["roc_auc"]).all() and (table["roc_auc"] <= table["ci_high"]).all()
-    significant = [c for c in output["metadata"]["Clusters"] if c["p"] < 0.05]
+    significant = [c for c in output.metadata["Clusters"] if c["p"] < 0.05]
     assert len(significant) == 1
     assert abs(significant[0]["Start"] - 0.1) <= 0.03 and abs(significant[0]["Stop"] - 0.2) <= 0.03
-    assert 0.1 <= output["metadata"]["Peak"]["Time"] <= 0.2
+    assert 0.1 <= output.metadata["Peak"]["Time"] <= 0.2
 
 
 @pytest.mark.parametrize("test,corrected", [("permutation", "p_fwe"), ("parametric", "p_fdr")])
@@ -103,7 +103,7 @@ def test_table_test_separates_a_decodable_source_from_chance(planted_outputs, tm
     root, _, _, _ = planted_outputs
     group = _inputs(root)["table"]
     (output,) = group_test(group, tmp_path, GroupOptions(group_test=test), StatsOptions(n_permutations=500))
-    table = pd.read_csv(output["in_file"], sep="\t").set_index(["source", "measure"])
+    table = pd.read_csv(output.in_file, sep="\t").set_index(["source", "measure"])
     assert table.loc[("brain", "balanced_accuracy"), corrected] < 0.01
     assert table.loc[("wordrate", "balanced_accuracy"), corrected] > 0.05
     assert table.loc[("brain", "roc_auc"), "n_subjects"] == N_SUBJECTS

@@ -83,9 +83,9 @@ def decoded(faces, tmp_path_factory) -> dict:
     outputs = fit_decoding(faces["bold"], faces["events"], faces["trs"], out, mask_files=faces["masks"],
                            feature_files=feature_files, options=DecodingOptions(decode=CONTRAST),
                            stats=StatsOptions(n_permutations=PERMUTATIONS))
-    table = next(o for o in outputs if o.get("suffix") == "decoding")
-    return {"outputs": outputs, "table": pd.read_csv(table["in_file"], sep="\t", na_values="n/a").set_index("source"),
-            "metadata": table["metadata"], "map": next(o for o in outputs if o["entities"].get("stat") == "score")}
+    table = next(o for o in outputs if o.suffix == "decoding")
+    return {"outputs": outputs, "table": pd.read_csv(table.in_file, sep="\t", na_values="n/a").set_index("source"),
+            "metadata": table.metadata, "map": next(o for o in outputs if o.entities.get("stat") == "score")}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_whole_brain_decoding_is_above_chance(decoded):
 
 def test_outputs_and_sidecar(decoded):
     table, metadata = decoded["outputs"][0], decoded["metadata"]
-    assert table["entities"] == {"desc": "faceVsScrambled"} and Path(table["in_file"]).name == "desc-faceVsScrambled_decoding.tsv"
+    assert table.entities == {"desc": "faceVsScrambled"} and Path(table.in_file).name == "desc-faceVsScrambled_decoding.tsv"
     assert list(decoded["table"].reset_index().columns) == ["source", "classifier", "balanced_accuracy", "roc_auc",
                                                             "p_value", "chance", "n_trials", "n_folds", "n_features"]
     for column in decoded["table"].reset_index().columns:
@@ -150,12 +150,12 @@ def test_outputs_and_sidecar(decoded):
     assert metadata["Permutations"]["N"] == PERMUTATIONS and "within runs" in metadata["Permutations"]["Scheme"]
     assert metadata["Chance"] == 0.5 and metadata["ScreenedVoxels"] == 100
     json.dumps(metadata)  # a sidecar must be JSON
-    assert decoded["map"]["entities"] == {"desc": "faceVsScrambled", "stat": "score"}
-    assert "suffix" not in decoded["map"]  # the sink's default: statmap
+    assert decoded["map"].entities == {"desc": "faceVsScrambled", "stat": "score"}
+    assert decoded["map"].suffix == "statmap"
 
 
 def test_searchlight_peak_is_in_the_face_sphere(decoded, faces):
-    scores = np.asarray(nib.load(decoded["map"]["in_file"]).dataobj)
+    scores = np.asarray(nib.load(decoded["map"].in_file).dataobj)
     assert scores.shape == faces["truth"].shape
     # two spheres tell the conditions apart: 'face' by its mean, 'latent' by its patterns (within one voxel)
     near = ndimage.binary_dilation(faces["truth"] | faces["latent"], structure=np.ones((3, 3, 3), bool))
@@ -206,10 +206,10 @@ def test_peak_responses_in_a_region(faces, tmp_path):
                            fmri=FMRIOptions(roi=str(faces["sphere"]), confounds=("csf", "white_matter")),
                            stats=StatsOptions(n_permutations=0))
     assert len(outputs) == 1
-    row = pd.read_csv(outputs[0]["in_file"], sep="\t", na_values="n/a").iloc[0]
+    row = pd.read_csv(outputs[0].in_file, sep="\t", na_values="n/a").iloc[0]
     assert row["n_features"] == faces["truth"].sum() and np.isnan(row["p_value"])
     assert row["balanced_accuracy"] > 0.65
-    assert outputs[0]["metadata"]["RegionOfInterest"] == str(faces["sphere"])
+    assert outputs[0].metadata["RegionOfInterest"] == str(faces["sphere"])
 
 
 def test_peak_weights():

@@ -41,16 +41,16 @@ def pca_outputs(example_dataset, tmp_path_factory):
 
 
 def by_suffix(outputs, suffix):
-    return [o for o in outputs if o["suffix"] == suffix]
+    return [o for o in outputs if o.suffix == suffix]
 
 
 def test_pca_latents_of_the_planted_region_separate_the_conditions(pca_outputs):
-    table = pd.read_csv(by_suffix(pca_outputs, "decoding")[0]["in_file"], sep="\t").set_index("source")
+    table = pd.read_csv(by_suffix(pca_outputs, "decoding")[0].in_file, sep="\t").set_index("source")
     latents = table.loc["latents"]
     assert latents["balanced_accuracy"] > 0.85 and latents["p_value"] < 0.05 and latents["n_features"] == 4
     assert latents["n_trials"] == 80 and latents["n_folds"] == 2
     assert table.loc["voxels", "n_features"] == 38  # the planted sphere
-    metadata = by_suffix(pca_outputs, "timeseries")[0]["metadata"]
+    metadata = by_suffix(pca_outputs, "timeseries")[0].metadata
     assert metadata["Silhouette"]["Latents"] > metadata["Silhouette"]["Voxels"] > 0
     assert metadata["HeldOutR2"] == pytest.approx(metadata["PCAHeldOutR2"]) and metadata["HeldOutR2"] > 0.3
     assert metadata["Sparsity"] == 1.0 and metadata["DeadLatentFraction"] == 0.0
@@ -59,10 +59,10 @@ def test_pca_latents_of_the_planted_region_separate_the_conditions(pca_outputs):
 
 def test_latents_are_written_per_run_with_their_conditions(pca_outputs, example_dataset):
     series = by_suffix(pca_outputs, "timeseries")
-    assert [o["entities"]["run"] for o in series] == ["1", "2"]
+    assert [o.entities["run"] for o in series] == ["1", "2"]
     for output, events_file in zip(series, faces_runs(example_dataset)["events_files"]):
-        values = pd.read_csv(output["in_file"], sep="\t", header=None).to_numpy()
-        metadata = output["metadata"]
+        values = pd.read_csv(output.in_file, sep="\t", header=None).to_numpy()
+        metadata = output.metadata
         assert values.shape == (40, 2 + 4) and metadata["Columns"][:3] == ["onset", "condition", "latent000"]
         events = pd.read_csv(events_file, sep="\t").sort_values("onset")
         np.testing.assert_allclose(values[:, 0], events["onset"])
@@ -71,10 +71,10 @@ def test_latents_are_written_per_run_with_their_conditions(pca_outputs, example_
 
 
 def test_the_saved_weights_restore_the_embedder(pca_outputs, example_dataset):
-    weights_file = by_suffix(pca_outputs, "weights")[0]["in_file"]
+    weights_file = by_suffix(pca_outputs, "weights")[0].in_file
     restored = PCAEmbedder(latents=4).set_weights(load_file(weights_file))
     series = by_suffix(pca_outputs, "timeseries")[0]
-    latents = pd.read_csv(series["in_file"], sep="\t", header=None).to_numpy()[:, 2:]
+    latents = pd.read_csv(series.in_file, sep="\t", header=None).to_numpy()[:, 2:]
     # the restored embedder gives back the written latents of run 1's trials from their LSS responses
     from bids_encoding.analyses.embedding import load_samples
 
@@ -94,9 +94,9 @@ def test_the_same_inputs_give_identical_outputs(example_dataset, tmp_path):
                                      stats=StatsOptions(n_permutations=20), **faces_runs(example_dataset)))
     first, second = outputs
     for a, b in zip(first, second):
-        with open(a["in_file"], "rb") as fa, open(b["in_file"], "rb") as fb:
-            assert fa.read() == fb.read(), a["in_file"]
-        assert json.dumps(a["metadata"], default=str) == json.dumps(b["metadata"], default=str)
+        with open(a.in_file, "rb") as fa, open(b.in_file, "rb") as fb:
+            assert fa.read() == fb.read(), a.in_file
+        assert json.dumps(a.metadata, default=str) == json.dumps(b.metadata, default=str)
 
 
 def test_volume_samples_are_labelled_by_the_condition_peaking_in_them(tmp_path):
@@ -128,7 +128,7 @@ def test_an_atlas_label_chooses_the_region_by_name(example_dataset, tmp_path):
     outputs = fit_embedding(out_dir=tmp_path / "out", **faces_runs(example_dataset),
                             options=EmbeddingOptions(embedder=("pca:latents=2",), region="leftfusiform"),
                             fmri=FMRIOptions(atlas=str(atlas)), stats=StatsOptions(n_permutations=0))
-    region = outputs[0]["metadata"]["Region"]
+    region = outputs[0].metadata["Region"]
     assert region == {"Name": "label leftFusiform of atlas_dseg.nii.gz", "NVoxels": 38}
     with pytest.raises(UserError, match="no label called 'insula'"):
         fit_embedding(out_dir=tmp_path / "out", **faces_runs(example_dataset),
