@@ -91,7 +91,7 @@ def main() -> None:
         func = root / "derivatives" / "fmriprep" / "sub-01" / "func"
         name = "sub-01_task-faces_run-{}_space-MNI152NLin2009cAsym_res-6_desc-{}.nii.gz"
         bold = [func / name.format(r, "preproc_bold") for r in (1, 2)]
-        mask = brain_mask(bold, [func / name.format(r, "brain_mask") for r in (1, 2)])
+        mask = brain_mask(bold, [func / name.format(r, "brain_mask") for r in (1, 2)]).img
         trials = trial_responses(bold, [root / "sub-01" / "func" / f"sub-01_task-faces_run-{r}_events.tsv" for r in (1, 2)],
                                  [2.0, 2.0], "trial_type", ("face", "scrambled"), mask, "lss")
         truth = load_truth(root, "01", "faces")["face"][np.asarray(mask.dataobj) > 0]

@@ -32,7 +32,7 @@ class RunConfig:
     task: tuple[str, ...] = ()
     session: tuple[str, ...] = ()
     run: tuple[str, ...] = ()
-    space: str = "MNI152NLin2009cAsym"
+    space: str | None = None  # of the preprocessed BOLD; None: the only one there is
     bids_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
     derivatives: tuple[Path, ...] = ()
     datatype: str | None = None
@@ -185,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         task=_as_tuple(args.task),
         session=_as_tuple(args.session),
         run=_as_tuple(args.run),
-        space=str(args.space),
+        space=str(args.space) if args.space else None,
         bids_filters=_filters(args.bids_filter_file),
         derivatives=tuple(Path(d).resolve() for d in (args.derivatives or ())),
         datatype=args.datatype,

@@ -32,7 +32,8 @@ log = logging.getLogger("bids_encoding")
 # BIDS entity order (specification, appendix "Entity table"), plus ``stat`` after desc as in BEP041/fitlins.
 ENTITY_ORDER = [
     ("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"), ("run", "run"),
-    ("space", "space"), ("recording", "recording"), ("res", "res"), ("desc", "desc"), ("stat", "stat"),
+    ("space", "space"), ("recording", "recording"), ("res", "res"), ("den", "den"), ("desc", "desc"),
+    ("stat", "stat"),
 ]
 KEY_TO_ENTITY = {key: name for name, key in ENTITY_ORDER}
 SUFFIX_DATATYPE = {"statmap": "func", "timeseries": "func", "stim": "func"}

@@ -88,12 +88,16 @@ class FMRIOptions(Section):
 
     confounds: tuple[str, ...] = ()  # columns of fMRIPrep's desc-confounds_timeseries.tsv
     hrf_model: str = "glover"  # of event designs (encoding --design hrf) and trial GLMs (LSS)
-    high_pass: float = field(default=0.01, metadata=INTERNAL)  # Hz: cosine drifts of the trial GLMs
+    high_pass: float = 0.01  # Hz: cosine drifts removed within each run from BOLD and designs (0: linear trend only)
+    mask: str | None = None  # a brain mask image (default: the derivatives', else computed from the BOLD)
     atlas: str | None = None  # a label image in the data's space (region tables; embedding regions)
     roi: str | None = None  # a mask image in the data's space (decoding and embedding region)
 
     def check(self) -> None:
         _check_choice(self.hrf_model, HRF_MODELS, "HRF model")
+        if not (0 <= float(self.high_pass) < float("inf")):
+            raise UserError(f"--high-pass is a cut-off frequency in Hz (0 to turn drift removal off), not "
+                            f"{self.high_pass}", fix="e.g. --high-pass 0.01 (1/100 s, as nilearn's first-level models)")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ from .plugins.registry import Registered, Registry, installed_plugins, instantia
 from .stimuli import read_events
 
 
+VERSION_ENTITIES = ("acquisition", "space", "res", "den")  # runs differing in these are modelled apart
+OUTPUT_ENTITIES = ("acquisition", "space")  # and these name their outputs
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     """One analysis of one subject's task: its runs and, where features are modelled, its extractors."""
@@ -39,8 +43,15 @@ class TaskPlan:
 
     @property
     def entities(self) -> dict[str, Any]:
-        """The entities every output of this task shares."""
-        return {"subject": self.subject, "task": self.task, "space": getattr(self.runs[0], "space", None)}
+        """The entities every output of this task shares, taken from its runs (acquisition, space)."""
+        return {"subject": self.subject, "task": self.task,
+                **{name: getattr(self.runs[0], name, None) for name in OUTPUT_ENTITIES}}
+
+    @property
+    def label(self) -> str:
+        """The task and what tells its versions apart, for node names (``objectviewing_acq1slice``)."""
+        return "_".join([self.task] + [f"{k[:3]}{getattr(self.runs[0], k, None)}" for k in VERSION_ENTITIES
+                                       if getattr(self.runs[0], k, None)])
 
 
 @dataclass(frozen=True)
@@ -118,12 +129,21 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
     grouped = runs_by_task(runs)
     plans = []
     for task, models in by_task.items():
-        task_runs = tuple(grouped[task])
-        analysis = config.analysis
-        if isinstance(task_runs[0], MEEGRun):
-            analysis = "time_decoding" if config.analysis == "decoding" else "trf"
-        plans.append(TaskPlan(task_runs[0].subject, task, analysis, task_runs, tuple(models)))
+        for task_runs in versions(grouped[task]):
+            analysis = config.analysis
+            if isinstance(task_runs[0], MEEGRun):
+                analysis = "time_decoding" if config.analysis == "decoding" else "trf"
+            plans.append(TaskPlan(task_runs[0].subject, task, analysis, task_runs, tuple(models)))
     return plans
+
+
+def versions(task_runs: list[Run]) -> list[tuple[Run, ...]]:
+    """A task's runs split by acquisition and preprocessed version (space, res, den): each version is modelled
+    on its own grid, and its outputs keep its entities."""
+    grouped: dict[tuple, list[Run]] = defaultdict(list)
+    for run in task_runs:
+        grouped[tuple(getattr(run, name, None) for name in VERSION_ENTITIES)].append(run)
+    return [tuple(group) for group in grouped.values()]
 
 
 def check_trim(config: RunConfig, runs: list[Run]) -> None:

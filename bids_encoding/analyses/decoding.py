@@ -42,13 +42,17 @@ SCORE_DESCRIPTION = ("searchlight: held-out balanced accuracy of the classifier 
 
 
 
+def _drifts(fmri: FMRIOptions) -> str:
+    return f", cosine drifts below {fmri.high_pass:g} Hz regressed out" if fmri.high_pass else ""
+
+
 def describe(options: DecodingOptions, fmri: FMRIOptions, stats: StatsOptions) -> dict[str, Any]:
     """How trial responses were estimated and classifiers scored, for every sidecar."""
     column, values = parse_contrast(options.decode) if options.decode else ("", ("", ""))
     return {"Contrast": {"Column": column, "Values": list(values)} if options.decode else None,
             "TrialResponses": RESPONSES[options.responses]
             + (f" ({fmri.hrf_model} HRF, high-pass {fmri.high_pass} Hz)" if options.responses == "lss" else ""),
-            "BOLDPreprocessing": "masked, linearly detrended, z-scored within each run (float32)",
+            "BOLDPreprocessing": "masked, linearly detrended" + _drifts(fmri) + ", z-scored within each run (float32)",
             "TrialStandardization": "each voxel's trial responses z-scored across the trials of their run "
                                     "(labels unused)",
             "Classifier": CLASSIFIERS[options.classifier],
@@ -142,8 +146,9 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
         feature_rows += [scores.row(name) for name, scores in decode_features(group, events_files, options, stats).items()]
         feature_sources += [str(f) for f in group]
     none = [None] * len(bold_files)
-    mask = brain_mask(bold_files, mask_files or none)
-    region = roi_mask(fmri.roi, mask) if fmri.roi else None
+    locations = brain_mask(bold_files, mask_files or none, fmri.mask)
+    mask = locations.img
+    region = roi_mask(fmri.roi, locations) if fmri.roi else None
     responses = trial_responses(bold_files, events_files, trs, column, values, mask, options.responses,
                                 confound_files or none, fmri.confounds, fmri.hrf_model, fmri.high_pass)
     X = responses.X if region is None else responses.X[:, region]
@@ -158,7 +163,7 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
     sources = [str(b) for b in bold_files] + [str(e) for e in events_files]
     metadata = {**column_descriptions(SCORE_COLUMNS), **description,
                 "Chance": brain.chance, "NFolds": brain.n_folds, "ScreenedVoxels": brain.screening,
-                "PositiveClass": sorted(values)[1]}
+                "PositiveClass": sorted(values)[1], "BrainMask": locations.describe()}
     outputs = [Output(in_file=str(path), entities={"desc": label}, suffix="decoding",
                       metadata={**metadata, "Sources": sources + feature_sources})]
     if options.searchlight:

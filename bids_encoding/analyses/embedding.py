@@ -38,7 +38,7 @@ from ..contrasts import contrast_label, parse_contrast
 from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
 from ..fmri.bold import load_bold, read_confounds, run_entities
-from ..fmri.masks import atlas_labels, brain_mask, roi_mask
+from ..fmri.masks import BrainMask, atlas_labels, brain_mask, roi_mask
 from ..fmri.trials import trial_responses
 from ..models.classifiers import CLASSIFIERS, CV_DESCRIPTION, SCORE_COLUMNS, cross_validate_decoder, screening_size
 from ..options import DecodingOptions, EmbeddingOptions, FMRIOptions, StatsOptions, check_region
@@ -74,7 +74,8 @@ def describe(options: EmbeddingOptions, decoding: DecodingOptions, fmri: FMRIOpt
              stats: StatsOptions) -> dict[str, Any]:
     """Which samples and how the code is evaluated, for every sidecar."""
     return {"Samples": SAMPLES[options.samples]
-            + (f" ({fmri.hrf_model} HRF, high-pass {fmri.high_pass} Hz)" if options.samples == "trials" else ""),
+            + (f" ({fmri.hrf_model} HRF, high-pass {fmri.high_pass} Hz)" if options.samples == "trials"
+               else f"; cosine drifts below {fmri.high_pass:g} Hz regressed out" if fmri.high_pass else ""),
             "ConditionColumn": decoding.column, "Confounds": list(fmri.confounds) or None,
             "Validation": "the last run held out for early stopping and the held-out R² (a single run: its last "
                           f"{VALIDATION_FRACTION:.0%})",
@@ -95,16 +96,16 @@ class Samples:
     mask: nib.Nifti1Image
 
 
-def region_voxels(mask: nib.Nifti1Image, options: EmbeddingOptions, fmri: FMRIOptions) -> tuple[np.ndarray, str]:
+def region_voxels(brain: BrainMask, options: EmbeddingOptions, fmri: FMRIOptions) -> tuple[np.ndarray, str]:
     """Which voxels of the brain mask form the region, and a name for it; too few voxels is an error."""
     if fmri.roi:
-        selected, name, path = roi_mask(fmri.roi, mask), f"mask image {Path(fmri.roi).name}", fmri.roi
+        selected, name, path = roi_mask(fmri.roi, brain), f"mask image {Path(fmri.roi).name}", fmri.roi
     elif options.region:
-        labels, names = atlas_labels(fmri.atlas, mask)
+        labels, names = atlas_labels(fmri.atlas, brain.img)
         index = _atlas_index(str(options.region), names, fmri.atlas)
         selected, name, path = labels == index, f"label {names.get(index, index)} of {Path(fmri.atlas).name}", fmri.atlas
     else:
-        selected, name, path = np.ones(int((np.asarray(mask.dataobj) > 0).sum()), bool), "brain mask", None
+        selected, name, path = np.ones(brain.n_voxels, bool), str(brain), None
     if selected.sum() < MIN_VOXELS:
         raise UserError(f"the region ({name}) holds {int(selected.sum())} voxels of the brain mask, too few to learn a "
                         f"latent code (at least {MIN_VOXELS} are needed)", path=path,
@@ -143,8 +144,9 @@ def load_samples(bold_files: list[Path], events_files: list[Path], trs: list[flo
                  confound_files: list[Path | None], options: EmbeddingOptions, decoding: DecodingOptions,
                  fmri: FMRIOptions) -> Samples:
     """The region's samples from every run (see the module doc)."""
-    mask = brain_mask(bold_files, mask_files)
-    region, region_name = region_voxels(mask, options, fmri)
+    brain = brain_mask(bold_files, mask_files, fmri.mask)
+    mask = brain.img
+    region, region_name = region_voxels(brain, options, fmri)
     column = decoding.column
     if options.samples == "trials":
         found = trial_responses(bold_files, events_files, trs, column, None, mask, "lss", confound_files,
@@ -153,7 +155,7 @@ def load_samples(bold_files: list[Path], events_files: list[Path], trs: list[flo
                        region_name, mask)
     parts, runs, onsets, conditions = [], [], [], []
     for index, (bold, events_file, tr, confound_file) in enumerate(zip(bold_files, events_files, trs, confound_files)):
-        Y = load_bold(bold, mask, tr, read_confounds(confound_file, fmri.confounds, bold))[:, region]
+        Y = load_bold(bold, mask, tr, read_confounds(confound_file, fmri.confounds, bold), fmri.high_pass)[:, region]
         parts.append(Y)
         runs.append(np.full(len(Y), index))
         onsets.append(np.arange(len(Y)) * tr)

@@ -22,7 +22,7 @@ from nilearn import masking
 from .. import features as feature_store
 from ..derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
 from ..fmri.bold import TaskData, load_task, run_entities
-from ..fmri.design import add_delays, downsample_events, hrf_design
+from ..fmri.design import add_delays, downsample_events, hrf_design, remove_drifts
 from ..fmri.masks import atlas_labels
 from ..models.noise_ceiling import explainable_variance
 from ..models.ridge import DEFAULT_ALPHAS
@@ -63,7 +63,12 @@ def describe(options: EncodingOptions, fmri: FMRIOptions, stats: StatsOptions) -
         design = f"{fmri.hrf_model} HRF convolution of event features (oversampling 16)"
     else:
         design = f"Lanczos downsampling of event features to the TR grid, FIR delays {list(options.delays)} TRs"
-    return {"Design": design + "; z-scored within each run",
+    drifts = (f"; cosine drifts below {fmri.high_pass:g} Hz and the linear trend regressed out of each run (as from "
+              "the BOLD)" if fmri.high_pass else "")
+    return {"Design": design + drifts + "; z-scored within each run",
+            "HighPass": {"Frequency": fmri.high_pass, "Units": "Hz",
+                         "Model": "cosine basis regressed out within each run, from BOLD and design alike "
+                                  "(nilearn signal.clean, filter='cosine')" if fmri.high_pass else "none"},
             "Trim": {"Start": options.trim[0], "End": options.trim[1]},
             "Confounds": {"Columns": list(fmri.confounds), "Mode": options.confounds_mode} if fmri.confounds else None,
             "Alphas": [float(a) for a in alphas(options)], "Backend": options.backend, "Seed": stats.seed}
@@ -83,12 +88,12 @@ def tr_features(features: feature_store.FeatureSet, label: str, n_scans: int, tr
 
 
 def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions,
-               hrf_model: str) -> np.ndarray:
+               hrf_model: str, high_pass: float = 0.0) -> np.ndarray:
     """One run's design for one feature space (FIR delays added when asked), z-scored within the run."""
     design = tr_features(features, label, n_scans, tr, options, hrf_model)
     if options.design == "fir":
         design = add_delays(design, options.delays)
-    return zscore(design).astype(np.float32)
+    return zscore(remove_drifts(design, tr, high_pass)).astype(np.float32)
 
 
 def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions,
@@ -147,7 +152,10 @@ def _model_metadata(scores: EncodingScores, spaces: list[tuple[str, list[np.ndar
         "CrossValidation": scores.cv, "NFolds": scores.n_folds, **scores.methods, **description,
         "FeatureSpaces": {name: int(X[0].shape[1]) for name, X in spaces},
         "NSamples": int(sum(len(_trim(y, options.trim)) for y in task.Y_runs)),
-        "BOLDPreprocessing": "masked, linearly detrended, confounds regressed out if asked, z-scored within each run",
+        "BOLDPreprocessing": "masked, linearly detrended"
+                             + (f", cosine drifts below {task.high_pass:g} Hz removed" if task.high_pass else "")
+                             + ", confounds regressed out if asked, z-scored within each run",
+        "BrainMask": task.brain.describe(),
     }
 
 
@@ -171,7 +179,8 @@ def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> li
     mask_path = out_dir / "desc-brain_mask.nii.gz"
     save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
     outputs = [Output(in_file=str(mask_path), entities={"desc": "brain"}, suffix="mask",
-                      metadata={"Description": "voxels the models were fitted in", "Type": "Brain", "Sources": task.mask_sources})]
+                      metadata={"Description": "voxels the models were fitted in", "Type": "Brain",
+                                "Method": task.brain.method, "Sources": task.brain.sources})]
     groups = repeated_runs(feature_files, task)
     if groups:
         ev = np.mean([explainable_variance(np.stack([task.Y_runs[i] for i in g])) for g in groups], axis=0)
@@ -190,7 +199,7 @@ def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions,
     extractor = provenance["Plugin"]["Name"]
     spaces = []
     for label in loaded[0][0].spaces:
-        X_runs = [run_design(fs, label, len(y), tr, options, hrf_model) for (fs, _), y, tr in zip(loaded, task.Y_runs, task.trs)]
+        X_runs = [run_design(fs, label, len(y), tr, options, hrf_model, task.high_pass) for (fs, _), y, tr in zip(loaded, task.Y_runs, task.trs)]
         spaces.append((extractor + label, X_runs))
     return spaces, provenance
 
@@ -220,7 +229,7 @@ def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, optio
 def _load(bold_files, trs, mask_files, confound_files, options: EncodingOptions, fmri: FMRIOptions) -> TaskData:
     none = [None] * len(bold_files)
     return load_task(bold_files, trs, mask_files or none, confound_files or none, fmri.confounds,
-                     regress=options.confounds_mode == "regress")
+                     regress=options.confounds_mode == "regress", high_pass=fmri.high_pass, mask=fmri.mask)
 
 
 def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[float], out_dir: Path,

@@ -6,6 +6,7 @@ any workflow starts, so that a bad dataset fails in a second with a clear messag
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from ..errors import UserError
 from ..stimuli import stimuli_from_events
 from .runs import Run
 
+log = logging.getLogger("bids_encoding")
 NIFTI = [".nii", ".nii.gz"]
 TR_TOLERANCE = 1e-3
+MIN_VOLUMES = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +32,10 @@ class BoldRun(Run):
     bold: Path
     tr: float
     n_volumes: int
-    space: str | None = None
+    acquisition: str | None = None
+    space: str | None = None  # of the preprocessed BOLD (None: the raw BOLD's own, or none named)
+    res: str | None = None
+    den: str | None = None
     mask: Path | None = None
     confounds: Path | None = None
     raw_bold: Path | None = None
@@ -43,6 +49,59 @@ def _one(files: list, what: str, near: Path) -> Path | None:
         raise UserError(f"found {len(files)} {what} files for one run ({names})", path=near.parent,
                         fix="Narrow the choice with --space or a --bids-filter-file")
     return Path(files[0].path)
+
+
+VARIANTS = ("space", "res", "den")  # the entities that tell one preprocessed version of a run from another
+RUN_ENTITIES = ("session", "task", "acquisition", "run", "direction", "echo")
+
+
+def _matching(files: list, ents: dict) -> list:
+    """Derivative files that belong to the run: each run entity a file carries equals the run's (a file without,
+    e.g. a mask without task- or run-, applies to every run), and its space, res and den are the run's."""
+    keep = []
+    for f in files:
+        found = f.get_entities()
+        if all(str(found.get(k)) == str(ents.get(k)) for k in VARIANTS if found.get(k) is not None or k in ents) \
+                and all(found.get(k) is None or str(found[k]) == str(v) for k, v in ents.items() if k in RUN_ENTITIES):
+            keep.append(f)
+    return keep
+
+
+def _variant(f) -> dict:
+    return {k: str(f.get_entities()[k]) for k in VARIANTS if f.get_entities().get(k) is not None}
+
+
+def _label(variant: dict) -> str:
+    return "_".join(f"{k}-{v}" for k, v in variant.items()) or "no space entity"
+
+
+def _preprocessed_bold(layout: BIDSLayout, ents: dict, space: str | None, raw_path: Path,
+                       variant: dict | None = None) -> tuple[Path, dict]:
+    """The run's desc-preproc BOLD in the derivatives and its space/res/den: the one in ``space``, or the only one
+    when no space is asked for; the raw BOLD (in its own space) when the derivatives hold none for the run."""
+    candidates = [f for f in layout.get(scope="derivatives", subject=ents["subject"], suffix="bold", desc="preproc",
+                                        extension=NIFTI)
+                  if all(str(f.get_entities().get(k)) == str(v) for k, v in ents.items() if k in RUN_ENTITIES)]
+    if not candidates:
+        log.info("no desc-preproc BOLD for %s in the derivatives: the raw BOLD is used, with the derivatives' masks "
+                 "and confounds of that run where they exist", raw_path.name)
+        return raw_path, {}
+    found = sorted({_label(_variant(f)) for f in candidates})
+    variant = {**(variant or {}), **({"space": space} if space is not None else {})}
+    candidates = [f for f in candidates if all(_variant(f).get(k) == v for k, v in variant.items() if k != "space")]
+    if space is not None:
+        candidates = [f for f in candidates if _variant(f).get("space") == space]
+        if not candidates:
+            raise UserError(f"no desc-preproc BOLD in space '{space}' for this run in the derivatives (they hold: "
+                            f"{'; '.join(found)})", path=raw_path,
+                            fix="Give one of those with --space (or leave --space out when there is one), or run "
+                                "fMRIPrep with --output-spaces for that space")
+    if len({_label(_variant(f)) for f in candidates}) > 1:
+        raise UserError(f"the derivatives hold this run's preprocessed BOLD in several versions ({'; '.join(found)})",
+                        path=raw_path, fix="Choose one with --space, or with a --bids-filter-file such as "
+                                           '{"bold": {"res": "2"}}')
+    chosen = _one(candidates, "preprocessed BOLD", raw_path)
+    return chosen, _variant(candidates[0])
 
 
 def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
@@ -68,6 +127,10 @@ def _check_header(bold: Path, tr: float) -> int:
     if img.ndim != 4:
         raise UserError(f"the BOLD image has {img.ndim} dimensions, not 4", path=bold,
                         fix="Give a 4D time series (x, y, z, time)")
+    if img.shape[3] < MIN_VOLUMES:
+        raise UserError(f"the BOLD run has {img.shape[3]} volume(s); a model of a time series needs at least "
+                        f"{MIN_VOLUMES}", path=bold, fix="Leave this run out (--run, or a --bids-filter-file), or give "
+                                                         "the complete run")
     zooms = img.header.get_zooms()
     header_tr = float(zooms[3])
     units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
@@ -97,7 +160,9 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
     for key, values in (("task", tasks), ("session", sessions), ("run", runs)):
         if values:
             query[key] = list(values)
-    query.update((filters or {}).get("bold", {}))
+    wanted = dict((filters or {}).get("bold", {}))
+    variant = {k: str(wanted.pop(k)) for k in VARIANTS if k in wanted}  # chooses among preprocessed versions
+    query.update(wanted)
     raw_files = layout.get(scope="raw", **query)
     if not raw_files:
         wanted = ", ".join(f"{k}={v}" for k, v in query.items() if k in ("task", "session", "run"))
@@ -112,20 +177,13 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
     for raw in raw_files:
         raw_path = Path(raw.path)
         ents = {k: v for k, v in raw.get_entities().items() if k in ("subject", "session", "task", "acquisition", "run", "direction", "echo")}
-        bold, mask, confounds, run_space = raw_path, None, None, None
+        bold, mask, confounds, derived = raw_path, None, None, {}
         if use_derivatives:
-            deriv = dict(ents, space=space, extension=NIFTI, scope="derivatives")
-            bold = _one(layout.get(suffix="bold", desc="preproc", **deriv), "preprocessed BOLD", raw_path)
-            if bold is None:
-                raise UserError(
-                    f"no desc-preproc BOLD in space '{space}' for this run in the derivatives",
-                    path=raw_path,
-                    fix="Check --space and --derivatives (e.g. run fMRIPrep with --output-spaces for that space)",
-                )
-            mask = _one(layout.get(suffix="mask", desc="brain", **deriv), "brain mask", raw_path)
-            confounds = _one(layout.get(suffix="timeseries", desc="confounds", scope="derivatives", extension=".tsv",
-                                        **{k: v for k, v in ents.items()}), "confounds", raw_path)
-            run_space = space
+            bold, derived = _preprocessed_bold(layout, ents, space, raw_path, variant)
+            mask = _one(_matching(layout.get(scope="derivatives", subject=subject, suffix="mask", desc="brain",
+                                             extension=NIFTI), {**ents, **derived}), "brain mask", raw_path)
+            confounds = _one(_matching(layout.get(scope="derivatives", subject=subject, suffix="timeseries",
+                                                  desc="confounds", extension=".tsv"), ents), "confounds", raw_path)
         events = _one([f for f in layout.get(scope="raw", suffix="events", extension=".tsv", **ents)
                        if f.entities.get("datatype") in (None, "func")], "events", raw_path)  # not an EEG run's
         if events is None:
@@ -136,7 +194,8 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
         n_volumes = _check_header(bold, tr)
         found.append(BoldRun(
             subject=subject, task=ents["task"], session=ents.get("session"), run=str(ents["run"]) if "run" in ents else None,
-            bold=bold, events=events, tr=tr, n_volumes=n_volumes, space=run_space, mask=mask, confounds=confounds,
+            bold=bold, events=events, tr=tr, n_volumes=n_volumes, space=derived.get("space"), res=derived.get("res"),
+            den=derived.get("den"), acquisition=ents.get("acquisition"), mask=mask, confounds=confounds,
             raw_bold=raw_path, modalities=modalities, entities=ents,
         ))
     return found

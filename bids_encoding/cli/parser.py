@@ -74,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--task", nargs="+", metavar="TASK", help="tasks to analyse (default: all)")
     select.add_argument("--session", nargs="+", metavar="SES", help="sessions to analyse (default: all)")
     select.add_argument("--run", nargs="+", metavar="RUN", help="runs to analyse (default: all)")
-    select.add_argument("--space", metavar="SPACE", default="MNI152NLin2009cAsym",
-                        help="template space of the preprocessed data taken from --derivatives")
+    select.add_argument("--space", metavar="SPACE",
+                        help="space of the preprocessed BOLD taken from --derivatives, e.g. MNI152NLin2009cAsym or "
+                             "T1w (default: the one space the derivatives hold; an error lists them when several)")
+    select.add_argument("--mask", type=_existing_file, metavar="FILE",
+                        help="brain mask image of the fMRI analyses, resampled to the BOLD's grid (default: the "
+                             "derivatives' desc-brain masks, else an EPI mask computed from the BOLD)")
     select.add_argument("--bids-filter-file", type=_existing_file, metavar="FILE",
                         help="JSON with extra pybids filters, e.g. {\"bold\": {\"acquisition\": \"mb4\"}}")
     select.add_argument("-d", "--derivatives", nargs="+", type=_existing_dir, metavar="DIR",
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FIR delays in TRs used by --design fir")
     model.add_argument("--trim", nargs=2, type=int, default=default(EncodingOptions, "trim"), metavar=("START", "END"),
                        help="volumes dropped at the start and end of every run before fitting")
+    model.add_argument("--high-pass", type=float, default=default(FMRIOptions, "high_pass"), metavar="HZ",
+                       help="remove slow drifts within each run, from the BOLD and the designs alike: a cosine basis "
+                            "up to this frequency (nilearn's first-level default); 0 removes only the linear trend")
     model.add_argument("--confounds", nargs="+", default=default(FMRIOptions, "confounds"), metavar="COLUMN",
                        help="columns of the derivatives' desc-confounds_timeseries.tsv, e.g. trans_x rot_z csf")
     model.add_argument("--confounds-mode", choices=CONFOUNDS_MODES, default=default(EncodingOptions, "confounds_mode"),

@@ -1,6 +1,8 @@
 """BOLD as samples x locations: masked, cleaned within each run, held once in memory.
 
-``load_bold`` reads one run (detrended, confounds regressed out, z-scored);
+``load_bold`` reads one run: linearly detrended, slow drifts removed (a cosine basis up
+to ``high_pass`` Hz, as nilearn's first-level models do; the same basis is removed from
+the designs, :func:`..fmri.design.remove_drifts`), confounds regressed out, z-scored.
 ``load_task`` reads every run of a task into one float32 array, run after run.
 Confounds come from fMRIPrep's ``desc-confounds_timeseries.tsv``.
 """
@@ -18,7 +20,8 @@ from nilearn import masking, signal
 from ..derivatives import parse_entities
 from ..errors import UserError
 from ..models.standardize import zscore
-from .masks import brain_mask
+from .design import remove_drifts
+from .masks import BrainMask, brain_mask
 
 
 def read_confounds(path: Path | None, columns: tuple[str, ...], bold_file: Path) -> np.ndarray | None:
@@ -36,53 +39,60 @@ def read_confounds(path: Path | None, columns: tuple[str, ...], bold_file: Path)
     return table[list(columns)].fillna(0.0).to_numpy(dtype=np.float64)
 
 
-def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float, confounds: np.ndarray | None = None) -> np.ndarray:
-    """Masked BOLD (time x voxels), detrended, confounds regressed out, z-scored within the run; NaNs are an error."""
+def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float, confounds: np.ndarray | None = None,
+              high_pass: float = 0.0) -> np.ndarray:
+    """Masked BOLD (time x voxels), detrended, drifts below ``high_pass`` Hz and confounds regressed out,
+    z-scored within the run; NaNs inside the mask are an error."""
     data = masking.apply_mask(str(bold_file), mask, dtype=np.float32, ensure_finite=False)
     if not np.all(np.isfinite(data)):
         n_bad = int((~np.isfinite(data)).any(axis=0).sum())
         raise UserError(
             f"the BOLD data holds NaN or infinite values in {n_bad} voxel(s) inside the brain mask",
             path=bold_file,
-            fix="Re-run preprocessing, or give a brain mask (--derivatives with a desc-brain_mask) that excludes those voxels",
+            fix="Re-run preprocessing, or give a brain mask that excludes those voxels (--mask FILE)",
         )
     if confounds is not None and len(confounds) != len(data):
         raise UserError(f"the confounds have {len(confounds)} rows but the BOLD has {len(data)} volumes", path=bold_file,
                         fix="Use the confounds file that belongs to this run")
-    return signal.clean(data, detrend=True, standardize="zscore_sample", filter=False, t_r=tr,
-                        confounds=confounds).astype(np.float32)
+    return signal.clean(data, detrend=True, standardize="zscore_sample", filter="cosine" if high_pass else False,
+                        high_pass=high_pass or None, t_r=tr, confounds=confounds).astype(np.float32)
 
 
 @dataclass
 class TaskData:
     """Everything one task's models share: mask, cleaned BOLD per run, TRs, confound designs."""
 
-    mask: nib.Nifti1Image
+    brain: BrainMask
     Y_runs: list[np.ndarray]
     trs: list[float]
     confound_runs: list[np.ndarray] | None
     bold_files: list[Path]
-    mask_sources: list[str]
     Y: np.ndarray  # every run's BOLD, one after another (Y_runs are views of it: the data is held once)
+    high_pass: float = 0.0
+
+    @property
+    def mask(self) -> nib.Nifti1Image:
+        return self.brain.img
 
 
 def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | None],
-              confound_files: list[Path | None], confounds: tuple[str, ...] = (), regress: bool = True) -> TaskData:
-    """Every run of a task in the brain mask; confounds regressed out of each run, or (``regress=False``)
-    kept z-scored as ``confound_runs`` for a model to fit as their own band."""
-    mask = brain_mask(bold_files, mask_files)
+              confound_files: list[Path | None], confounds: tuple[str, ...] = (), regress: bool = True,
+              high_pass: float = 0.0, mask: str | Path | None = None) -> TaskData:
+    """Every run of a task in the brain mask (``mask``: ``--mask``, else the derivatives' or a computed one), drifts
+    below ``high_pass`` Hz removed; confounds regressed out of each run, or (``regress=False``) kept, drift-free and
+    z-scored, as ``confound_runs`` for a model to fit as their own band."""
+    brain = brain_mask(bold_files, mask_files, mask)
     columns = tuple(confounds)
     confounds = [read_confounds(c, columns, b) for c, b in zip(confound_files, bold_files)]
     lengths = [nib.load(str(b)).shape[3] for b in bold_files]  # 4D, as bids_io checked
-    Y = np.empty((sum(lengths), int(np.count_nonzero(np.asarray(mask.dataobj)))), dtype=np.float32)
+    Y = np.empty((sum(lengths), brain.n_voxels), dtype=np.float32)
     Y_runs = np.split(Y, np.cumsum(lengths)[:-1])
     for y, b, tr, c in zip(Y_runs, bold_files, trs, confounds):  # run by run into one array: no second copy
-        y[:] = load_bold(b, mask, tr, c if regress else None)
+        y[:] = load_bold(b, brain.img, tr, c if regress else None, high_pass)
     confound_runs = None
     if columns and not regress:
-        confound_runs = [zscore(c).astype(np.float32) for c in confounds]
-    return TaskData(mask, Y_runs, list(trs), confound_runs, list(bold_files),
-                    [str(m) for m in mask_files if m] or [str(b) for b in bold_files], Y)
+        confound_runs = [zscore(remove_drifts(c, tr, high_pass)).astype(np.float32) for c, tr in zip(confounds, trs)]
+    return TaskData(brain, Y_runs, list(trs), confound_runs, list(bold_files), Y, high_pass)
 
 
 def run_entities(bold_file: Path) -> dict[str, str]:

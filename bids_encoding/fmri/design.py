@@ -90,3 +90,15 @@ def fir_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_sc
                delays: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
     """Lanczos downsampling at each event's midpoint, then FIR delays: ``n_scans x (n_features * n_delays)``."""
     return add_delays(downsample_events(onset, duration, values, n_scans, tr), delays)
+
+
+def remove_drifts(x: np.ndarray, tr: float, high_pass: float) -> np.ndarray:
+    """A run's columns with their linear trend and a cosine basis up to ``high_pass`` Hz regressed out: the same
+    drift model :func:`..fmri.bold.load_bold` removes from the BOLD, so that designs and data keep the same
+    frequencies (``high_pass=0`` returns ``x`` unchanged)."""
+    if not high_pass:
+        return x
+    from nilearn import signal
+
+    return signal.clean(np.asarray(x, dtype=np.float64), detrend=True, standardize=False, filter="cosine",
+                        high_pass=high_pass, t_r=tr)

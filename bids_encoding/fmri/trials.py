@@ -75,7 +75,7 @@ def lss_weights(events: pd.DataFrame, n_scans: int, tr: float, confounds: np.nda
     for trial in np.flatnonzero(events["label"].to_numpy() != ""):
         design_events = base.copy()
         design_events.loc[trial, "trial_type"] = "trial"
-        design = make_first_level_design_matrix(frame_times, design_events, hrf_model=hrf_model, drift_model="cosine",
+        design = make_first_level_design_matrix(frame_times, design_events, hrf_model=hrf_model, drift_model="cosine" if high_pass else None,
                                                 high_pass=high_pass, add_regs=regs, add_reg_names=reg_names)
         rows.append(np.linalg.pinv(design.to_numpy())[design.columns.get_loc("trial")])
     return np.asarray(rows)
@@ -146,7 +146,8 @@ def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[
         plans.append((bold, tr, regressors, trials, weights.astype(np.float32)))
     parts, labels, runs, onsets = [], [], [], []
     for run, (bold, tr, regressors, trials, weights) in enumerate(plans):
-        Y = load_bold(bold, mask, tr, None if responses == "lss" else regressors)  # LSS fits confounds in its GLMs
+        # LSS fits the confounds in its GLMs; both kinds of response see BOLD without its slow drifts
+        Y = load_bold(bold, mask, tr, None if responses == "lss" else regressors, high_pass)
         parts.append(zscore(weights @ Y).astype(np.float32))  # across the run's trials
         del Y
         labels += trials["label"].tolist()

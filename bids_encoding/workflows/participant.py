@@ -153,11 +153,11 @@ def init_participant_wf(plan: Plan, subject: str, stage_dir: Path) -> pe.Workflo
     merge = pe.Node(Merge(len(tasks)), name="merge_outputs", run_without_submitting=True)
     for index, task in enumerate(tasks, start=1):
         factory, sections = ANALYSES[task.analysis]
-        task_wf = factory(task, sections(config), name=node_name(f"{task.task}_{task.analysis}_wf"),
+        task_wf = factory(task, sections(config), name=node_name(f"{task.label}_{task.analysis}_wf"),
                           stimuli_dir=plan.stimuli_dir, feature_cache=config.feature_cache, n_cpus=n_cpus)
         sink = pe.Node(DerivativesSink(base_directory=str(stage_dir), provenance=plan.provenance,
                                        dataset_links=plan.links, entities=task.entities),
-                       name=node_name(f"ds_{task.task}"), run_without_submitting=True)
+                       name=node_name(f"ds_{task.label}"), run_without_submitting=True)
         wf.connect([
             (task_wf, sink, [("outputnode.outputs", "outputs")]),
             (sink, merge, [("out_files", f"in{index}")]),

@@ -55,7 +55,7 @@ def faces(tmp_path_factory) -> dict:
     }
     for key in ("bold", "masks", "confounds", "events"):
         assert all(p.exists() for p in task[key]), task[key]
-    task["mask"] = brain_mask(task["bold"], task["masks"])
+    task["mask"] = brain_mask(task["bold"], task["masks"]).img
     truth = load_truth(root, "01", "faces")
     task["truth"], task["latent"] = truth["face"], truth["latent"]
     return task
