@@ -113,10 +113,12 @@ def _failure(config: RunConfig, errors: Path, exc: Exception) -> UserError:
     if storage:
         return storage
     first_line = str(exc).splitlines()[0] if str(exc) else ""
+    crash = sorted((config.work_dir / "crash").glob("crash-*"), key=lambda p: p.stat().st_mtime)
     return UserError(
-        f"a processing step failed ({type(exc).__name__}: {first_line})",
-        path=config.work_dir / "crash",
-        fix="This is likely a bug: the crash file there holds the details; please report it with that file",
+        f"a processing step failed with an error the app does not recognise ({type(exc).__name__}: {first_line})",
+        path=crash[-1] if crash else config.work_dir / "crash",
+        fix="The crash file holds the step, its inputs and the traceback; if the inputs look right, report it to the "
+            "bids-encoding developers with that file (rerun with -v to print the traceback here)",
     )
 
 
