@@ -43,7 +43,7 @@ from scipy import fft, stats
 
 log = logging.getLogger("bids_encoding")
 
-AR_ORDER = 2  # noise model order: AR(1) misses the slower decay fMRI noise often has; higher orders are noisy on short runs
+AR_ORDER = 2  # AR(1) misses the slower decay fMRI noise often has; higher orders are noisy on short runs
 MAX_PACF = 0.98  # partial autocorrelations are clipped here, so every fitted model is stationary
 MIN_DF = 1.0  # folds with fewer effective degrees of freedom get no p-value
 SMALLEST_P = 1e-300  # the Cauchy combination clips p-values here
