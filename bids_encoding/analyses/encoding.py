@@ -35,8 +35,9 @@ STATS = {
     "rSquare": "held-out coefficient of determination (R²), averaged over outer folds",
     "r": "held-out Pearson correlation between predicted and measured BOLD, averaged over outer folds",
     "alpha": "ridge penalty chosen by inner cross-validation (geometric mean over outer folds)",
-    "p": "one-sided p-value of the held-out correlation (circular-shift null), uncorrected",
-    "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask",
+    "p": "one-sided p-value of the held-out correlation (effective-df t test, see Model.Significance), uncorrected; "
+         "NaN where none can be computed",
+    "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask that have a p-value (NaN where p is)",
     "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
     "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
                            "of R²; bias-corrected, Schoppe et al. 2016)",

@@ -7,14 +7,18 @@ are chosen by an inner cross-validation on the training runs only
 (:mod:`.ridge`), and voxels stream through in chunks: the whole brain never has
 to sit in memory twice.
 
-Significance: for each held-out fold, the correlation between prediction and
-data is recomputed for every circular shift of the prediction (by FFT, all
-shifts at once); shifts of at least ``min_shift`` samples keep each series'
-autocorrelation but break their alignment, giving a per-voxel null spread and
-a p-value per fold (Gaussian tail). Folds share training runs, so their scores
-are positively dependent (about 0.5 on null data): the fold p-values are
-combined by the Cauchy combination test, which stays valid under such
-dependence, and then corrected with Benjamini-Hochberg FDR.
+Significance (:mod:`.significance`): for each held-out fold, the correlation
+between prediction and data is tested against a parametric null that holds on
+folds of any length, even a 12-volume block: an effective-degrees-of-freedom t
+test (fold mean and trend removed) whose variance comes from the prediction's
+own autocorrelation and the voxel's AR noise autocorrelation, estimated
+(bias-corrected) over all of the voxel's runs rather than within the short fold. Folds share training data, so
+their scores are positively dependent (about 1 / (folds - 1) on null data): the
+fold p-values are combined by the Cauchy combination test, which stays valid
+under such dependence, and then corrected with Benjamini-Hochberg FDR. Where no
+p-value can be computed it is NaN (with a warning), never 1, and the FDR is
+taken over the finite p-values only. (The former circular-shift null,
+:func:`shift_null_p`, had no shifts to use on short folds and returned 1.)
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from dataclasses import dataclass, field
 import os
 import resource
 import sys
+import warnings
 
 import numpy as np
 from scipy import stats
 
 from ..errors import UserError
 from ..progress import Step
+from . import significance
 from .standardize import zscore
 from .ridge import DEFAULT_ALPHAS, band_candidates, inner_folds, r2_score_columns, ridge_memory, solve_ridge_path
 
@@ -91,17 +97,6 @@ def shift_null_p(shifted: np.ndarray, min_shift: int) -> np.ndarray:
     sd = usable.std(axis=0) if len(usable) > 1 else np.zeros(shifted.shape[1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.nan_to_num(np.where(sd > 0, stats.norm.sf(shifted[0] / sd), 1.0), nan=1.0)
-
-
-def cauchy_combination(p: np.ndarray) -> np.ndarray:
-    """Combine p-values over axis 0 by the Cauchy combination test (Liu & Xie 2020).
-
-    Folds share training runs, so their scores are dependent; this combination stays
-    valid under such dependence, unlike averaging the folds' statistics as if independent.
-    """
-    p = np.clip(p, 1e-300, 1 - 1e-16)
-    statistic = np.tan((0.5 - p) * np.pi).mean(axis=0)
-    return np.clip(0.5 - np.arctan(statistic) / np.pi, 0.0, 1.0)
 
 
 def cross_validated_encoding(X_runs: list[np.ndarray], Y_runs: list[np.ndarray], **options) -> EncodingScores:
@@ -169,7 +164,7 @@ def chunk_for_budget(budget: int, fixed: int, per_voxel: int, n_voxels: int, chu
 
 def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: list[int] | None = None,
                 alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000, n_candidates: int = 12,
-                inner_cv: int = 5, gap: int = 5, min_shift: int = 10, seed: int = 0, pca: int = 0,
+                inner_cv: int = 5, gap: int = 5, min_shift: int | None = None, seed: int = 0, pca: int = 0,
                 band_blocks: list[int] | None = None, mem_gb: float | None = None,
                 label: str = "ridge fit") -> EncodingScores:
     """Outer cross-validation of (banded) ridge for every voxel (column of Y); runs are consecutive rows.
@@ -179,8 +174,12 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
     With ``mem_gb``, voxel chunks are sized so that this process's resident memory (what it
     already holds, the data included, plus the fit's estimated needs) stays within that many
     GiB; a cap too small for a chunk of ``MIN_CHUNK`` voxels is a :class:`UserError`. Chunking
-    does not change the results. ``label`` names the fit in progress lines.
+    does not change the results. ``label`` names the fit in progress lines. ``min_shift`` is
+    deprecated and ignored (it belonged to the circular-shift null, see :mod:`.significance`).
     """
+    if min_shift is not None:
+        warnings.warn("min_shift is ignored: significance no longer uses circular shifts", DeprecationWarning,
+                      stacklevel=2)
     X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y, dtype=np.float32)
     if len(X) != len(Y) or sum(run_lengths) != len(Y):
@@ -205,7 +204,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
             continue
         results = 8 * len(folds) * n_vox * (4 + 2 * len(bands))  # the per-fold score arrays below
         data = 4 * (len(train) + len(test) + (len(X_all) if pca else 0)) * n_features  # X[train], X[test], reduced X
-        per_voxel += 48 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
+        per_voxel += 96 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
         chunks.append(chunk_for_budget(int(mem_gb * GB) - held - results - data, fixed, per_voxel, n_vox, chunk_size,
                                        mem_gb))
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
@@ -213,6 +212,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
     split = np.zeros((len(folds), len(bands), n_vox))
     best_gammas = np.zeros((len(folds), n_vox, len(bands)))
     total = sum(-(-n_vox // size) for size in chunks)
+    noise_ar = significance.noise_model(X_all, Y, list(run_lengths), chunk_size=min(chunks))  # voxels x AR order
     with Step(f"{label} ({n_vox} voxels x {n_features} features, {len(folds)} folds, chunks of {min(chunks)} voxels)",
               total=total, unit="chunks") as progress:
         for f, (train, test) in enumerate(folds):
@@ -229,29 +229,29 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                 else:
                     prediction = chunk.prediction
                 r2[f, chunk.voxels] = r2_score_columns(y_test, prediction)
-                shifted = circular_shift_r(y_test, prediction)
-                r[f, chunk.voxels] = shifted[0]
-                fold_p[f, chunk.voxels] = shift_null_p(shifted, min_shift)
+                fold_p[f, chunk.voxels], r[f, chunk.voxels] = significance.fold_p_values(
+                    y_test, prediction, noise_ar[chunk.voxels])
                 log_alpha[f, chunk.voxels] = np.log10(chunk.best_alpha)
                 best_gammas[f, chunk.voxels] = gammas[chunk.best_candidate]
                 if banded:
                     split[f, :, chunk.voxels] = _split_r2(y_test, parts)
                     del parts
-                del chunk, y_test, prediction, shifted  # before the next chunk is computed
+                del chunk, y_test, prediction  # before the next chunk is computed
                 progress.update()
     r_mean = r.mean(axis=0)
-    p = cauchy_combination(fold_p)
+    p = significance.cauchy_combination(fold_p)  # over each voxel's folds with a p-value; NaN if none has
+    significance.warn_missing(p)
     return EncodingScores(
-        r2=r2.mean(axis=0), r=r_mean, alpha=10 ** log_alpha.mean(axis=0), p=p, q=stats.false_discovery_control(p),
+        r2=r2.mean(axis=0), r=r_mean, alpha=10 ** log_alpha.mean(axis=0), p=p, q=significance.fdr(p),
         n_folds=len(folds), cv=cv,
         split_r2=split.mean(axis=0) if len(bands) > 1 else None,
         gammas=best_gammas.mean(axis=0) if len(bands) > 1 else None,
         methods={
             "InnerCrossValidation": "leave-one-run-out within the training runs, or contiguous blocks for one run",
             "PenaltySelection": "least squared error over inner folds",
-            "Significance": (f"per fold, the held-out r against a per-voxel null from circular shifts of the prediction "
-                             f"(shifts of >= {min_shift} samples, Gaussian tail); folds combined by the Cauchy "
-                             "combination test (valid under their dependence); Benjamini-Hochberg FDR"),
+            "Significance": significance.describe(),
+            "SignificanceNull": significance.NAME,
+            "SignificanceResolution": significance.RESOLUTION,
             "Backend": backend,
             "FeaturePCA": (f"{pca} components per feature space (and delay), fitted within each outer fold on the "
                            "training samples' features only") if pca else None,
