@@ -55,6 +55,7 @@ __all__ = [
     "words_from_text",
     "stimuli_from_events",
     "EXAMPLE_TEXT",
+    "example_images",
     "UserError",
     "track",
     "Step",
@@ -66,6 +67,20 @@ __all__ = [
 
 EXAMPLE_TEXT = Path(__file__).parent / "data" / "story.txt"
 """An original short story shipped with bids-encoding (the example dataset's ``lpp`` task): a small default corpus."""
+
+
+def example_images(n: int = 20, seed: int = 0) -> list[tuple[str, Any]]:
+    """``n`` drawn greyscale faces, each followed by its block-scrambled version, as the example dataset's faces
+    task shows them: ``[("face", image), ("scrambled", image), ...]`` (PIL images, 64 x 64). A small default image
+    set for testing an image extractor offline, as :data:`EXAMPLE_TEXT` is for text."""
+    from .example import draw_face, scramble
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        face = draw_face(rng)
+        images += [("face", face), ("scrambled", scramble(face, rng))]
+    return images
 
 
 def words_from_text(text: str, rate: float = 3.0) -> Words:

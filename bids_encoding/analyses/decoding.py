@@ -41,7 +41,6 @@ SCORE_DESCRIPTION = ("searchlight: held-out balanced accuracy of the classifier 
                      "each voxel, averaged over leave-one-run-out folds (0 where not computed)")
 
 
-
 def _drifts(fmri: FMRIOptions) -> str:
     return f", cosine drifts below {fmri.high_pass:g} Hz regressed out" if fmri.high_pass else ""
 

@@ -50,24 +50,13 @@ SAMPLES = {
     "trs": "one sample per volume: BOLD masked, linearly detrended, confounds regressed out, each voxel z-scored "
            "within its run",
 }
-
-
 MIN_VOXELS = 10
-
-
 HRF_PEAK = 5.0  # s after an event's onset: a volume is labelled with the condition whose response peaks in it
-
-
 VALIDATION_FRACTION = 0.2  # of a single run's samples, held out at its end
-
-
 ACTIVE = 1e-6  # a latent whose magnitude exceeds this is active
-
-
 EVALUATION_COLUMNS = {**SCORE_COLUMNS,
                       "source": "what was decoded: the embedder's latents, or the region's voxels they were learned from",
                       "silhouette": "silhouette of the two conditions' samples (sklearn silhouette_score, euclidean)"}
-
 
 
 def describe(options: EmbeddingOptions, decoding: DecodingOptions, fmri: FMRIOptions,

@@ -42,15 +42,12 @@ STATS = {
     "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
                            "of R²; bias-corrected, Schoppe et al. 2016)",
 }
-
-
 REGION_COLUMNS = {
     "index": "label value in the atlas image", "name": "label name (from the atlas's TSV, when given)",
     "n_voxels": "voxels of the region inside the brain mask", "mean_r2": "mean held-out R²",
     "max_r2": "largest held-out R²", "mean_r": "mean held-out correlation",
     "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR)",
 }
-
 
 
 def alphas(options: EncodingOptions) -> np.ndarray:

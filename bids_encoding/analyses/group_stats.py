@@ -39,10 +39,7 @@ GROUP_TESTS = {
     "parametric": "one-sample t-test (scipy.stats.ttest_1samp), false discovery rate corrected with "
                   "Benjamini-Hochberg (scipy.stats.false_discovery_control)",
 }
-
-
 CORRECTION = {"permutation": "FWE", "parametric": "FDR"}
-
 
 
 def describe(options: GroupOptions, inference: StatsOptions) -> dict[str, Any]:
@@ -162,8 +159,6 @@ TIME_COLUMNS = {
     "cluster": "index of the time cluster (t above the cluster-forming threshold) the time belongs to (n/a: none)",
     "p_value": "permutation p-value of that cluster, corrected over time (mne permutation_cluster_1samp_test)",
 }
-
-
 CONFIDENCE = 0.95
 
 

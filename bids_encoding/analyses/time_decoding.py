@@ -14,7 +14,7 @@ time). The evoked response of each condition and their difference are written as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,14 +30,8 @@ from ..options import DecodingOptions, MEEGOptions, StatsOptions
 
 
 CHANCE_AUC = 0.5
-
-
 N_FOLDS = 5
-
-
 CLUSTER_PERCENTILE = 95.0
-
-
 DECODING_COLUMNS = {
     "time": "time from the trials' onset (s)",
     "roc_auc": "held-out area under the ROC curve, averaged over folds",

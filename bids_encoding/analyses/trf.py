@@ -27,8 +27,6 @@ from ..options import MEEGOptions
 
 
 TRF_ALPHAS = np.logspace(-2, 5, 8)  # times the number of training samples (features and channels are z-scored)
-
-
 ENCODING_COLUMNS = {
     "channel": "channel name",
     "r": "held-out correlation between the recorded and the predicted signal, averaged over folds",

@@ -50,7 +50,6 @@ def hrf_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_sc
     return convolved[::oversampling]
 
 
-
 def lanczos_kernel(t: np.ndarray, cutoff: float, window: int = 3) -> np.ndarray:
     """Lanczos-windowed sinc at times ``t`` (seconds) for a low-pass ``cutoff`` (Hz)."""
     x = np.asarray(t, dtype=np.float64) * cutoff
@@ -100,5 +99,5 @@ def remove_drifts(x: np.ndarray, tr: float, high_pass: float) -> np.ndarray:
         return x
     from nilearn import signal
 
-    return signal.clean(np.asarray(x, dtype=np.float64), detrend=True, standardize=False, filter="cosine",
+    return signal.clean(np.asarray(x, dtype=np.float64), detrend=True, standardize=None, filter="cosine",
                         high_pass=high_pass, t_r=tr)

@@ -76,14 +76,20 @@ def _on_grid(img: nib.Nifti1Image, reference: str | Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(((data != 0) & np.isfinite(data)).astype(np.uint8), img.affine)
 
 
-def _given_mask(path: str | Path, bold_files: list[Path]) -> BrainMask:
-    fix = "Give a 3D mask image (non-zero inside) that covers the BOLD data, in the data's space"
+def read_3d(path: str | Path, what: str, fix: str) -> nib.Nifti1Image:
+    """A user's 3D image (mask, region, atlas), or one clear error naming it."""
     try:
         img = nib.load(str(path))
     except Exception as exc:
-        raise UserError(f"the mask cannot be read as NIfTI ({exc})", path=path, fix=fix) from None
+        raise UserError(f"the {what} cannot be read as NIfTI ({exc})", path=path, fix=fix) from None
     if len(img.shape) != 3:
-        raise UserError(f"the mask has shape {img.shape}, not 3D", path=path, fix=fix)
+        raise UserError(f"the {what} has shape {img.shape}, not 3D", path=path, fix=fix)
+    return img
+
+
+def _given_mask(path: str | Path, bold_files: list[Path]) -> BrainMask:
+    fix = "Give a 3D mask image (non-zero inside) that covers the BOLD data, in the data's space"
+    img = read_3d(path, "mask", fix)
     mask = BrainMask(_on_grid(img, bold_files[0]), "given with --mask", [str(path)])
     if not mask.n_voxels:
         raise UserError("the mask holds no voxel of the BOLD data's grid", path=path, fix=fix)
@@ -128,12 +134,7 @@ def image_in_mask(path: str | Path, mask: nib.Nifti1Image, what: str, fix: str) 
     """A 3D image's values at the mask's voxels, resampled to the mask's grid (nearest neighbour)."""
     from nilearn.image import resample_to_img
 
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise UserError(f"the {what} cannot be read as NIfTI ({exc})", path=path, fix=fix) from None
-    if len(img.shape) != 3:
-        raise UserError(f"the {what} has shape {img.shape}, not 3D", path=path, fix=fix)
+    img = read_3d(path, what, fix)
     data = np.asarray(resample_to_img(img, mask, interpolation="nearest", force_resample=True,
                                       copy_header=True).dataobj)
     return data[np.asarray(mask.dataobj) > 0]
@@ -150,7 +151,6 @@ def atlas_labels(atlas: str, mask: nib.Nifti1Image) -> tuple[np.ndarray, dict[in
         if {"index", "name"} <= set(frame.columns):
             names = dict(zip(frame["index"].astype(int), frame["name"].astype(str)))
     return labels, names
-
 
 
 def roi_mask(roi: str | Path, brain: BrainMask) -> np.ndarray:

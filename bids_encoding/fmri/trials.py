@@ -43,8 +43,6 @@ RESPONSES = {
     "peak": "mean of the volumes acquired 4-6 s after each onset (linear interpolation at 5 s when none), "
             "confounds regressed out",
 }
-
-
 PEAK_WINDOW = (4.0, 6.0)
 
 
@@ -100,8 +98,6 @@ def peak_weights(onsets: np.ndarray, n_scans: int, tr: float, events_file: Path 
             k = int(np.floor(middle))
             weights[row, k], weights[row, k + 1] = k + 1 - middle, middle - k
     return weights
-
-
 
 
 @dataclass

@@ -36,7 +36,6 @@ from ..progress import track
 from .classifiers import CLASSIFIERS, balanced_accuracy_rows, check_runs, decision_values
 
 
-
 def sphere_offsets(affine: np.ndarray, radius: float) -> np.ndarray:
     """Voxel offsets (i, j, k) whose centres lie within ``radius`` mm of a voxel's, nearest first."""
     linear = np.asarray(affine, float)[:3, :3]

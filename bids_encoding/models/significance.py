@@ -200,7 +200,6 @@ def fit_noise_ar(products: np.ndarray, m: np.ndarray, n_iter: int = 30) -> np.nd
     corrects the target until the model's expected ratios equal the observed ones. Columns
     without residual variance get NaN.
     """
-    order = m.shape[0] - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = (products[1:] / products[0]).T
     bad = ~np.all(np.isfinite(observed), axis=1) | (products[0] <= 0)

@@ -18,8 +18,6 @@ from ..errors import UserError
 from ..stimuli import MODALITIES, Stimuli
 
 KNOWN_MODALITIES = tuple(MODALITIES)
-
-
 LABEL = re.compile(r"^[A-Za-z0-9]*$")
 
 
