@@ -57,3 +57,55 @@ def test_dataset_description_checks(tmp_path):
 def test_derivatives_folder_must_be_a_dataset(example_dataset, tmp_path):
     with pytest.raises(UserError, match="no dataset_description.json"):
         load_layout(example_dataset, (tmp_path,))
+
+
+# --------------------------------------------------------------------------- derivatives as people have them
+
+def derivatives_copy(dataset, tmp_path, rename):
+    """A copy of the small example whose fMRIPrep file names pass through ``rename`` (None deletes the file)."""
+    import shutil
+
+    root = shutil.copytree(dataset, tmp_path / "bids")
+    func = root / "derivatives" / "fmriprep" / "sub-01" / "func"
+    for path in sorted(func.iterdir()):
+        new = rename(path.name)
+        if new is None:
+            path.unlink()
+        elif new != path.name:
+            path.rename(func / new)
+    return root
+
+
+def test_derivatives_without_a_space_entity_are_found_without_naming_a_space(small_dataset, tmp_path):
+    root = derivatives_copy(small_dataset, tmp_path, lambda name: name.replace("_space-MNI152NLin2009cAsym", ""))
+    runs = collect_bold_runs(load_layout(root, (root / "derivatives" / "fmriprep",)), "01", tasks=("lpp",),
+                             use_derivatives=True)
+    assert len(runs) == 3 and all("desc-preproc" in r.bold.name and r.space is None for r in runs)
+    assert all(r.mask is not None and "desc-brain_mask" in r.mask.name for r in runs)
+
+
+def test_two_spaces_need_space_and_the_error_lists_them(small_dataset, tmp_path):
+    import shutil
+
+    root = derivatives_copy(small_dataset, tmp_path, lambda name: name)
+    func = root / "derivatives" / "fmriprep" / "sub-01" / "func"
+    for path in list(func.glob("*space-MNI152NLin2009cAsym*")):  # the same runs in native space as well
+        shutil.copy(path, func / path.name.replace("space-MNI152NLin2009cAsym", "space-T1w"))
+    layout = load_layout(root, (root / "derivatives" / "fmriprep",))
+    with pytest.raises(UserError, match="several versions") as error:
+        collect_bold_runs(layout, "01", tasks=("lpp",), use_derivatives=True)
+    assert "space-MNI152NLin2009cAsym_res-6" in str(error.value) and "space-T1w_res-6" in str(error.value)
+    runs = collect_bold_runs(layout, "01", tasks=("lpp",), space="T1w", use_derivatives=True)
+    assert all(r.space == "T1w" and "space-T1w" in r.bold.name and "space-T1w" in r.mask.name for r in runs)
+    with pytest.raises(UserError, match="no desc-preproc BOLD in space 'fsnative'") as error:
+        collect_bold_runs(layout, "01", tasks=("lpp",), space="fsnative", use_derivatives=True)
+    assert "space-T1w_res-6" in str(error.value)
+
+
+def test_derivatives_holding_only_masks_pair_them_with_the_raw_bold(small_dataset, tmp_path):
+    root = derivatives_copy(small_dataset, tmp_path, lambda name: None if "desc-preproc" in name else name)
+    runs = collect_bold_runs(load_layout(root, (root / "derivatives" / "fmriprep",)), "01", tasks=("lpp",),
+                             use_derivatives=True)
+    assert all(r.bold == r.raw_bold and r.space is None for r in runs)
+    # the masks are in MNI space and the raw BOLD is not: they do not belong to it
+    assert all(r.mask is None for r in runs)
