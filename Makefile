@@ -7,7 +7,7 @@ PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench bench-wholebrain clean
+.PHONY: setup demo test lint bench bench-wholebrain bench-embedding clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
 
 # Benchmarks print a ratio against a peer run in the same process (himalaya, scikit-learn, nilearn, naive loops);
-# their peers are installed here, not by setup. The whole-brain fit takes minutes: its own target.
+# their peers are installed here, not by setup. The whole-brain fit and the embedders at scale take minutes: own targets.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
@@ -35,11 +35,13 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 bench: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ridge.py --voxels 5000
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python bench/searchlight.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding.py --samples 2000 --voxels 1000
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/lm_features.py
 
 bench-wholebrain: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/wholebrain.py
+
+bench-embedding: $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding.py
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
