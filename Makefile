@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
