@@ -392,3 +392,14 @@ def test_make_lock_regenerates_the_lock_for_the_image_python():
     assert platform and "$(LOCK_TARGET)" in command
     assert base_image().startswith(f"python:{platform[1]}."), f"the lock is for Python {platform[1]}, the image {base_image()}"
     assert platform[2].startswith("x86_64-manylinux")
+
+
+def test_readme_shows_docker_apptainer_and_singularity_runs_with_the_mounts():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Containers"):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    image = key_values("ENV")["BIDS_ENCODING_CONTAINER"]
+    for runner, flag in (("docker run", "-v"), ("apptainer run", "-B"), ("singularity run", "-B")):
+        assert re.search(rf"{runner}\b[^\n]*\s{flag} \S+:/data:ro\s[^\n]*{flag} \S+:/out\b", section), runner
+    assert f"docker://{image}" in section and f"-t {image} ." in section
+    assert "docker/buildah-build.sh" in section and "make lock" in section
