@@ -6,8 +6,9 @@ One image is built for the module (a few minutes) and one working container runs
 The example dataset goes through the participant and group levels inside the image and, with the same
 options, on this machine: the derivatives are the same files, the TSVs byte for byte, the statistical
 maps within float tolerance. The lock governs the image: its Python environment holds exactly the lock's
-pins and the app. Faults (a read-only /out, a /data that is not a BIDS dataset, an /out the user may not
-write) end in the app's usual one-paragraph errors.
+pins and the app. `bosh exec launch` runs boutiques.json in the image (docker's command line played by
+buildah). Faults (a read-only /out, a /data that is not a BIDS dataset, an /out the user may not write)
+end in the app's usual one-paragraph errors.
 
 Needs buildah, run as root (and mmdebstrap when the base must be stood in for): skipped with the reason
 on a machine without them, failed under CI=true, where .ci/run installs them. For repeated local runs,
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -281,6 +283,68 @@ def test_example_through_both_levels_equals_the_same_run_on_this_machine(contain
             same_json(host, inside, paths)
             compared["json"] += 1
     assert compared["tsv"] >= 10 and compared["nii"] >= 20 and compared["json"] >= 20, compared
+
+
+# --- Boutiques: bosh exec launch with the descriptor's container ------------------------------------
+
+# docker's command line, as far as bosh uses it (`docker --version`, `docker pull`, `docker run` with
+# --entrypoint, -u, -v, -w, -e), played by buildah: no Docker engine runs here. The descriptor's image
+# name stands for the image this module built.
+DOCKER_SHIM = r"""#!/usr/bin/env bash
+set -euo pipefail
+case "${1:-}" in
+    --version) echo "docker played by buildah for tests/test_container.py"; exit 0 ;;
+    pull) exit 1 ;;  # no registry: bosh goes on with the local image
+    run) shift ;;
+    *) echo "docker shim: unsupported: $*" >&2; exit 2 ;;
+esac
+options=()
+entrypoint=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rm|--pull=*) ;;
+        --entrypoint=*) entrypoint=("${1#--entrypoint=}") ;;
+        -u|--user) options+=(--user "$2"); shift ;;
+        -v|--volume) options+=(--volume "$2"); shift ;;
+        -w|--workdir) options+=(--workingdir "$2"); shift ;;
+        -e|--env) options+=(--env "$2"); shift ;;
+        -*) echo "docker shim: unsupported option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+    shift
+done
+image=$1; shift
+[ "$image" = "$SHIM_DESCRIPTOR_IMAGE" ] && image=$SHIM_BUILT_IMAGE
+container=$(buildah from --pull-never "$image")
+trap 'buildah rm "$container" >/dev/null' EXIT
+buildah run --isolation chroot "${options[@]}" "$container" -- "${entrypoint[@]}" "$@"
+"""
+
+
+def test_bosh_exec_launch_runs_the_descriptor_in_the_image(image, example_dataset, tmp_path):
+    descriptor = ROOT / "boutiques.json"
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    shim.write_text(DOCKER_SHIM)
+    shim.chmod(0o755)
+    launch = writable_folder(tmp_path / "launch")  # bosh mounts it as the working folder; the image's uid writes there
+    invocation = launch / "invocation.json"
+    invocation.write_text(json.dumps({
+        "bids_dir": str(example_dataset), "output_dir": "out", "analysis_level": "participant",
+        "participant_label": ["01"], "derivatives": [str(example_dataset / "derivatives" / "fmriprep")],
+        "features": ["wordrate"]}))
+    bosh = Path(sys.executable).parent / "bosh"
+    assert bosh.exists(), "boutiques is a test dependency (pip install -e '.[test]')"
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "SHIM_DESCRIPTOR_IMAGE": json.loads(descriptor.read_text())["container-image"]["image"],
+           "SHIM_BUILT_IMAGE": image}
+    result = subprocess.run([str(bosh), "exec", "launch", "--skip-data-collection", "--stream", str(descriptor),
+                             str(invocation)], cwd=launch, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, tail(result)
+    assert "docker run" in result.stdout + result.stderr, "bosh ran the descriptor's container"
+    out = launch / "out"
+    assert (out / "sub-01.html").exists() and list((out / "sub-01" / "func").glob("*desc-wordrate_stat-rSquare_statmap.nii.gz"))
+    assert all(p.stat().st_uid == 1000 for p in out.rglob("*")), "run as the image's user"
 
 
 # --- faults, as an unknown uid --------------------------------------------------------------------
