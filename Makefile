@@ -7,7 +7,7 @@ PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench bench-wholebrain bench-embedding clean
+.PHONY: setup demo test lint bench bench-wholebrain bench-embedding clean lock
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -q
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # Benchmarks print a ratio against a peer run in the same process (himalaya, scikit-learn, nilearn, naive loops);
 # their peers are installed here, not by setup. The whole-brain fit and the embedders at scale take minutes: own targets.
@@ -48,3 +48,22 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)
+
+# docker/requirements.lock pins every Python package of the image, with hashes: the app, the built-in
+# plugins and the validator of docker/requirements.in, with their pyproject.toml files' requirements and
+# constraints.txt. It is the one place an image version is bumped: `make lock` keeps the pins that still fit;
+# `make lock LOCK_ARGS=--upgrade` (or --upgrade-package NAME) moves them. torch is the CPU build, from pip's
+# find-links folder when PIP_FIND_LINKS names one (as on the project's machines), else PyTorch's CPU index.
+UV := $(BIN)/uv
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_36
+TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+LOCK_ARGS ?=
+
+lock: $(UV)
+	$(UV) pip compile --quiet docker/requirements.in -c constraints.txt --generate-hashes $(LOCK_TARGET) $(TORCH_SOURCE) \
+	    --no-emit-package bids-encoding $(foreach p,$(PLUGINS),--no-emit-package bids-encoding-$(notdir $(p))) \
+	    --custom-compile-command "make lock" $(LOCK_ARGS) -o docker/requirements.lock
+
+$(UV):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==0.13.8"

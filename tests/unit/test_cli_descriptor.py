@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -111,6 +112,19 @@ def test_names_the_tool_version_and_image():
     assert {"cpu-cores", "ram", "walltime-estimate"} <= set(DESCRIPTOR["suggested-resources"])
     outputs = {o["path-template"] for o in DESCRIPTOR["output-files"]}
     assert INPUTS["output_dir"]["value-key"] in outputs, "the output folder is an output of the tool"
+
+
+def test_container_image_is_the_dockerfile_image_with_its_label_version():
+    """bosh exec launch runs the descriptor's image (docker run, or singularity from docker://): it must be the one
+    docker/Dockerfile builds, named and versioned as its labels say."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', dockerfile))
+    (named,) = set(re.findall(r"BIDS_ENCODING_CONTAINER=(\S+)", dockerfile))
+    image = DESCRIPTOR["container-image"]
+    assert image["type"] == "docker" and image["image"] == named, "the image the Dockerfile names itself"
+    repository, _, tag = image["image"].rpartition(":")
+    assert tag == labels["org.opencontainers.image.version"] == DESCRIPTOR["tool-version"]
+    assert repository.rsplit("/", 1)[-1] == labels["org.opencontainers.image.title"] == DESCRIPTOR["name"]
 
 
 def test_command_line_template_has_every_input_once_positionals_first():
