@@ -70,6 +70,7 @@ def make_plan(config: RunConfig) -> Plan:
     if config.analysis_level == "group":
         inputs = collect_participant_outputs(config.output_dir, config.participant_label, config.task)
         check_group_inputs(inputs, config.output_dir, config.participant_label)
+        warn_permutation_floor(len({s for group in inputs for s in group.files}), config)
         return Plan(config, description, group_inputs=tuple(inputs), provenance=_provenance(config),
                     links={"": config.output_dir.as_uri()})  # bids:: = this dataset
     if not config.skip_bids_validation:
@@ -91,6 +92,17 @@ def make_plan(config: RunConfig) -> Plan:
     stimuli_dir = config.bids_dir / "stimuli"
     return Plan(config, description, tasks=tasks, stimuli_dir=stimuli_dir if stimuli_dir.is_dir() else None,
                 links=dataset_links(config.bids_dir, config.derivatives), provenance=provenance)
+
+
+def warn_permutation_floor(n_subjects: int, config: RunConfig) -> None:
+    """Say so when a sign-flip test of this many subjects cannot reach ``--alpha``: its smallest corrected p is
+    one over the number of distinct sign patterns (2^(n-1) for mne's one-sided table test)."""
+    floor = 1 / 2 ** (n_subjects - 1)
+    if config.group.group_test == "permutation" and floor > config.group.alpha:
+        log.warning("%d subjects give a sign-flip test only %d distinct sign patterns, so its corrected p cannot "
+                    "go below about %.3g, above --alpha %g: run more subjects (%d or more), or use --group-test "
+                    "parametric", n_subjects, 2 ** n_subjects, floor, config.group.alpha,
+                    next(n for n in range(n_subjects, 64) if 1 / 2 ** (n - 1) <= config.group.alpha))
 
 
 def _provenance(config: RunConfig) -> dict[str, Any]:

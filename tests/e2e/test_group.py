@@ -135,6 +135,21 @@ def test_maps_on_different_grids_are_refused(planted_outputs, tmp_path):
         group_test(_inputs(root)["map"], tmp_path, GroupOptions(group_test="parametric"))
 
 
+def test_two_subjects_are_refused_naming_them_and_the_fix(planted_outputs, small_dataset, tmp_path_factory):
+    root, _, _, _ = planted_outputs
+    for index in range(3, N_SUBJECTS + 1):
+        shutil.rmtree(root / f"sub-{index:02d}")
+    with pytest.raises(UserError, match=r"at least 3 subjects, and found only 2 \(sub-01, sub-02\)"):
+        check_group_inputs(collect_participant_outputs(root), root)
+    before = snapshot(root)
+    result = run_cli(small_dataset, root, "group", "-w", tmp_path_factory.mktemp("work"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"bids-encoding: error: {root}: the group level needs at least 3 subjects"), error
+    assert "sub-01, sub-02" in error and "Run the participant level for more subjects" in error
+    assert snapshot(root) == before and not (root / "group").exists()
+
+
 def _same_in_every_subject(files: dict[str, Path], where: np.ndarray, rng: np.random.Generator) -> None:
     """Give the maps sub-01's values at ``where`` in every subject, up to float32 rounding (1e-7 relative)."""
     first = nib.load(files["01"]).get_fdata()
@@ -267,6 +282,9 @@ def test_group_level_recovers_the_planted_voxels_across_subjects(five_subjects, 
     assert regions.loc["wordrateSphere", column] == regions[column].min()
     if test == "parametric":  # (five subjects give 32 sign flips: a max-t p cannot go far below 0.05)
         assert regions.loc["wordrateSphere", column] < 0.05
+    else:  # and the log says so
+        assert "5 subjects give a sign-flip test only 32 distinct sign patterns" in result.stderr
+        assert "run more subjects (6 or more), or use --group-test parametric" in result.stderr
     assert regions.loc["wordrateSphere", "mean"] > 10 * abs(regions.loc["rest", "mean"])
     curve = pd.read_csv(out / "group" / "task-faces_desc-faceVsScrambled_decoding.tsv", sep="\t", na_values="n/a")
     assert 0.12 <= curve.loc[curve["roc_auc"].idxmax(), "time"] <= 0.25  # the planted N170
