@@ -9,9 +9,10 @@ instantiated once.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ from .errors import UserError
 from .options import check_region, parse_contrast
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
 from .stimuli import read_events
+
+log = logging.getLogger("bids_encoding")
+
+DEFAULT_FEATURES = {"trials": ("trialtype", "a trial_type column"),
+                    "text": ("wordrate", "words (a word or text column, or a transcript)")}
+"""Without ``--features``, encoding models each task with these: by modality, the extractor and what the events
+need for it (each only where installed)."""
 
 
 VERSION_ENTITIES = ("acquisition", "space", "res", "den")  # runs differing in these are modelled apart
@@ -70,30 +78,76 @@ class Plan:
 def make_plan(config: RunConfig) -> Plan:
     """The plan of the participant or group level, every input checked."""
     description = check_dataset(config.bids_dir)
-    provenance = {"Version": __version__, "Command": "bids-encoding " + " ".join(sys.argv[1:]), "Seed": config.seed,
-                  "Config": config.to_json()}
     if config.analysis_level == "group":
         inputs = collect_participant_outputs(config.output_dir, config.participant_label, config.task)
         check_group_inputs(inputs, config.output_dir, config.participant_label)
-        return Plan(config, description, group_inputs=tuple(inputs), provenance=provenance,
+        warn_permutation_floor(len({s for group in inputs for s in group.files}), config)
+        return Plan(config, description, group_inputs=tuple(inputs), provenance=_provenance(config),
                     links={"": config.output_dir.as_uri()})  # bids:: = this dataset
     if not config.skip_bids_validation:
         validate_dataset(config.bids_dir)
     registry = installed_plugins()
-    if not config.features and config.analysis == "encoding":
-        known = ", ".join(sorted(registry["feature extractor"])) or "none installed"
-        raise UserError("no --features given, so there is nothing to model", path=config.bids_dir,
-                        fix=f"Name at least one feature extractor with --features (installed: {known})")
     if config.analysis == "embedding":
         check_region(config.embedding, config.fmri)
         for spec in config.embedding.embedder:
             instantiate(spec, registry, "brain embedder")
     layout = load_layout(config.bids_dir, config.derivatives)
     subjects = list(config.participant_label) or layout.get_subjects()
-    tasks = {s: tuple(subject_tasks(config, subject_runs(config, layout, s), registry)) for s in subjects}
+    runs = {s: subject_runs(config, layout, s) for s in subjects}
+    if not config.features and config.analysis == "encoding":
+        # the plan's config (what the workflows read and every sidecar records) names the defaults chosen
+        config = replace(config, features=default_features([r for of_subject in runs.values() for r in of_subject],
+                                                           registry, config.bids_dir))
+    tasks = {s: tuple(subject_tasks(config, runs[s], registry)) for s in subjects}
+    provenance = _provenance(config)
     stimuli_dir = config.bids_dir / "stimuli"
     return Plan(config, description, tasks=tasks, stimuli_dir=stimuli_dir if stimuli_dir.is_dir() else None,
                 links=dataset_links(config.bids_dir, config.derivatives), provenance=provenance)
+
+
+def warn_permutation_floor(n_subjects: int, config: RunConfig) -> None:
+    """Say so when a sign-flip test of this many subjects cannot reach ``--alpha``: its smallest corrected p is
+    one over the number of distinct sign patterns (2^(n-1) for mne's one-sided table test)."""
+    floor = 1 / 2 ** (n_subjects - 1)
+    if config.group.group_test == "permutation" and floor > config.group.alpha:
+        log.warning("%d subjects give a sign-flip test only %d distinct sign patterns, so its corrected p cannot "
+                    "go below about %.3g, above --alpha %g: run more subjects (%d or more), or use --group-test "
+                    "parametric", n_subjects, 2 ** n_subjects, floor, config.group.alpha,
+                    next(n for n in range(n_subjects, 64) if 1 / 2 ** (n - 1) <= config.group.alpha))
+
+
+def _provenance(config: RunConfig) -> dict[str, Any]:
+    return {"Version": __version__, "Command": "bids-encoding " + " ".join(sys.argv[1:]), "Seed": config.seed,
+            "Config": config.to_json()}
+
+
+def default_features(runs: list[Run], registry: Registry, bids_dir: Path | None = None) -> tuple[str, ...]:
+    """The feature extractors to fit when ``--features`` names none (:data:`DEFAULT_FEATURES`), logged by task.
+
+    A default applies to a task when every run of it holds the extractor's stimuli (``trial_type`` values for
+    ``trialtype``, words for ``wordrate``), in every selected subject. With none for any task, the error names
+    the events and the installed extractors.
+    """
+    installed = registry.get("feature extractor", {})
+    by_task = runs_by_task(runs)
+    chosen: dict[str, list[str]] = {}  # spec -> the tasks it models
+    for modality, (spec, _) in DEFAULT_FEATURES.items():
+        tasks = sorted(task for task, task_runs in by_task.items() if all(modality in r.modalities for r in task_runs))
+        if tasks and spec in installed:
+            chosen[spec] = tasks
+    if not chosen:
+        known = ", ".join(sorted(installed)) or "none installed"
+        needs = " or ".join(f"{what} (for {spec}{'' if spec in installed else ', not installed'})"
+                            for spec, what in DEFAULT_FEATURES.values())
+        raise UserError(
+            f"no --features given, and no selected task's events have {needs}, so there is no default model "
+            f"(tasks: {', '.join(sorted(by_task)) or 'none'})",
+            path=runs[0].events.parent if runs else bids_dir,
+            fix=f"Name at least one feature extractor with --features (installed: {known})",
+        )
+    log.info("no --features given: using %s", ", ".join(
+        f"{spec} for task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}" for spec, tasks in chosen.items()))
+    return tuple(chosen)
 
 
 def subject_runs(config: RunConfig, layout, subject: str) -> list[Run]:

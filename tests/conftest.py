@@ -46,6 +46,15 @@ def example_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def three_subject_dataset(tmp_path_factory) -> Path:
+    """The example dataset with three subjects, the group level's minimum, read-only (its sub-01 and sub-02 are
+    example_dataset's: the same seed gives the same subjects)."""
+    path = write_example_dataset(tmp_path_factory.mktemp("example3") / "bids", n_subjects=3)
+    make_read_only(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """A one-subject example dataset to copy and break."""
     return write_example_dataset(tmp_path_factory.mktemp("small") / "bids", n_subjects=1, seed=1)

@@ -14,11 +14,18 @@ its test, each from the library made for it:
 
 Every test is of the effect above chance (0 for R² and correlations, the
 sidecar's chance level for accuracies and AUCs), one-sided.
+
+A location (voxel, time point, row) whose value is the same in every subject, up to
+:data:`CONSTANT_RTOL` of its size, has no variance to test against: dividing by it would
+give a t of millions. Such locations are left out of every test and written with t = 0
+and p = 1, and their number is in the sidecar (``NConstant``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,12 @@ GROUP_TESTS = {
 }
 CORRECTION = {"permutation": "FWE", "parametric": "FDR"}
 
+CONSTANT_RTOL = 1e-5
+"""A location is constant across subjects when the standard deviation of its values is at most this times the
+largest of them in absolute value (about a hundred float32 roundings; two subjects whose values agree to 1e-7
+gave a t of 2e7): then t = 0 and p = 1, never mean / ~0."""
+
+log = logging.getLogger("bids_encoding")
 
 def describe(options: GroupOptions, inference: StatsOptions) -> dict[str, Any]:
     """The group test, for every group sidecar."""
@@ -79,11 +92,33 @@ def fdr_adjust(p: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.clip(p, 0, 1), method="bh") if p.size else p
 
 
-def _one_sample(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided one-sample t and p of each column of subjects x tests effects (t = 0, p = 1 where undefined)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+def constant_columns(values: np.ndarray) -> np.ndarray:
+    """Columns of subjects x locations values that are the same in every subject, up to :data:`CONSTANT_RTOL`."""
+    if values.shape[0] < 2:
+        return np.ones(values.shape[1:], bool)
+    with np.errstate(invalid="ignore"):
+        sd = values.std(axis=0, ddof=1)
+        return ~(sd > CONSTANT_RTOL * np.abs(values).max(axis=0))  # NaN counts as constant too
+
+
+def _one_sample(effects: np.ndarray, constant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided one-sample t and p of each column of subjects x tests effects; t = 0 and p = 1 in the
+    ``constant`` columns (:func:`constant_columns` of the values) and wherever else t is undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's "nearly identical" warning: those columns are set
         result = stats.ttest_1samp(effects, 0.0, axis=0, alternative="greater")
-    return np.nan_to_num(result.statistic), np.nan_to_num(result.pvalue, nan=1.0)
+    t = np.where(constant, 0.0, np.nan_to_num(result.statistic, nan=0.0, posinf=0.0, neginf=0.0))
+    return t, np.where(constant, 1.0, np.nan_to_num(result.pvalue, nan=1.0))
+
+
+def _flag_constant(n_constant: int, n_locations: int, what: str, group: GroupInput) -> dict[str, Any]:
+    """The sidecar entries that count the constant locations, and a warning in the log when there are any."""
+    if n_constant:
+        log.warning("%s: %d of %d %s have the same value in every subject, so they are not tested (t = 0, p = 1)",
+                    group.name, n_constant, n_locations, what)
+    return {"NConstant": n_constant,
+            "ConstantDescription": f"{what} with the same value in every subject (standard deviation at most "
+                                   f"{CONSTANT_RTOL:g} x the largest absolute value): not tested, t = 0 and p = 1"}
 
 
 def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
@@ -93,10 +128,15 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     stat = group.entities["stat"]
     sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
     chance = _chance(sidecars[0])
-    inside = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
+    computed = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
+    constant = np.zeros(computed.shape, bool)
+    constant[computed] = constant_columns(data[:, computed])
+    inside = computed & ~constant  # the voxels tested
     effects = data[:, inside] - chance
-    t, p = _one_sample(effects)
-    if options.group_test == "permutation":
+    t, p = _one_sample(effects, np.zeros(effects.shape[1], bool))
+    if not inside.any():
+        corrected = p
+    elif options.group_test == "permutation":
         corrected = _permutation_fwe(effects, inside, reference, inference)
     else:
         corrected = fdr_adjust(p)
@@ -109,14 +149,15 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the voxels: {GROUP_TESTS[options.group_test]}"),
     }
     model = _participant_model(sidecars[0])
+    flagged = _flag_constant(int(constant.sum()), int(computed.sum()), "voxels", group)
     outputs = []
     for key, (values, description) in described.items():
         path = Path(out_dir) / f"{group.name.replace(f'stat-{stat}', f'stat-{key}')}.nii.gz"
-        values = np.where(inside, values, 0) if key == stat else values
+        values = np.where(computed, values, 0) if key == stat else values
         save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
         outputs.append(Output(in_file=str(path), entities={**group.entities, "stat": key},
                               metadata={"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
-                                        **_subjects(group), **describe(options, inference), **model}))
+                                        **flagged, **_subjects(group), **describe(options, inference), **model}))
     return outputs
 
 
@@ -180,15 +221,17 @@ def time_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     mean = auc.mean(axis=0)
     sem = stats.sem(auc, axis=0) if len(subjects) > 1 else np.zeros_like(mean)
     half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, len(subjects) - 1) * sem
-    t, _ = _one_sample(auc - chance)
+    constant = constant_columns(auc)
+    t, _ = _one_sample(auc - chance, constant)
     cluster_index = np.full(len(times), np.nan)
     cluster_p = np.full(len(times), np.nan)
     clusters = []
     threshold = float(stats.t.ppf(1 - options.alpha, len(subjects) - 1))
-    if np.any(sem > 0):
+    if not constant.all():  # the same t (0 at the constant times) for the data and each of its sign flips
         _, found, p_values, _ = permutation_cluster_1samp_test(
             auc - chance, threshold=threshold, n_permutations=max(inference.n_permutations, 1), tail=1,
-            seed=inference.seed, out_type="mask", verbose=False)
+            stat_fun=lambda x: _one_sample(x, constant)[0], buffer_size=None, seed=inference.seed,
+            out_type="mask", verbose=False)
         for index, (mask, p) in enumerate(zip(found, p_values)):
             cluster_index[mask], cluster_p[mask] = index, p
             clusters.append({"Start": float(times[mask][0]), "Stop": float(times[mask][-1]), "p": float(p)})
@@ -202,7 +245,8 @@ def time_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                 "ClusterTest": f"mne.stats.permutation_cluster_1samp_test of AUC - chance, one-sided, "
                                f"{inference.n_permutations} sign flips (all of them when fewer exist)",
                 "Peak": {"Time": float(times[peak]), "RocAuc": float(mean[peak])},
-                **_subjects(group), **describe(options, inference), **_participant_model(sidecar)}
+                **_flag_constant(int(constant.sum()), len(times), "time points", group), **_subjects(group),
+                **describe(options, inference), **_participant_model(sidecar)}
     return [Output(in_file=str(path), suffix="decoding", entities=group.entities, metadata=metadata)]
 
 
@@ -228,12 +272,14 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                                        values="value", aggfunc="first", sort=True)
     rows = rows[[f"sub-{s}" for s in subjects]].dropna()
     effects = (rows.to_numpy(float) - rows.index.get_level_values("chance").to_numpy(float)[:, None]).T
-    t, p = _one_sample(effects)
-    if options.group_test == "permutation" and len(rows):
-        _, corrected, _ = permutation_t_test(effects, n_permutations=max(inference.n_permutations, 1), tail=1,
-                                             seed=inference.seed, verbose=False)
-    else:
-        corrected = fdr_adjust(p)
+    constant = constant_columns(rows.to_numpy(float).T)
+    t, p = _one_sample(effects, constant)
+    corrected = np.ones(len(rows))
+    if options.group_test == "permutation" and not constant.all():  # max-t over the rows tested
+        _, corrected[~constant], _ = permutation_t_test(effects[:, ~constant], tail=1, seed=inference.seed,
+                                                        n_permutations=max(inference.n_permutations, 1), verbose=False)
+    elif not constant.all():
+        corrected[~constant] = fdr_adjust(p[~constant])
     column = "p_fwe" if options.group_test == "permutation" else "p_fdr"
     summary = rows.reset_index().assign(n_subjects=len(subjects), mean=rows.mean(axis=1).to_numpy(),
                                         sem=stats.sem(rows.to_numpy(float), axis=1), t=t, p_value=p,
@@ -247,7 +293,8 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                "t": "one-sample t statistic above chance", "p_value": "one-sided p-value of that t (uncorrected)",
                column: f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the rows",
                "sub-<label>": "each subject's value"}
-    metadata = {**column_descriptions(columns), **_subjects(group), **describe(options, inference),
+    metadata = {**column_descriptions(columns), **_flag_constant(int(constant.sum()), len(rows), "rows", group),
+                **_subjects(group), **describe(options, inference),
                 **_participant_model(_sidecar(group.files[subjects[0]]))}
     return [Output(in_file=str(path), suffix=group.suffix, entities=group.entities, metadata=metadata)]
 

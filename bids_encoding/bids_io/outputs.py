@@ -14,6 +14,9 @@ from typing import Any
 from ..derivatives import parse_entities
 from ..errors import UserError
 
+MIN_SUBJECTS = 3
+"""Fewer subjects leave a one-sample t-test 1 degree of freedom (or none), and a sign-flip test 4 sign patterns."""
+
 # what the participant level writes, and which files the group level reads (glob under OUTPUT_DIR)
 MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean searchlight accuracy across subjects"}
 
@@ -87,7 +90,7 @@ def collect_participant_outputs(output_dir: Path, subjects: tuple[str, ...] = ()
 
 
 def check_group_inputs(inputs: list[GroupInput], output_dir: Path, expected: tuple[str, ...] = ()) -> None:
-    """Every subject has every output, all in one space, and there are at least two subjects."""
+    """Every subject has every output, all in one space, and there are at least :data:`MIN_SUBJECTS` subjects."""
     if not inputs:
         raise UserError("no participant-level outputs found", path=output_dir,
                         fix="Run the participant level into this OUTPUT_DIR first")
@@ -111,7 +114,11 @@ def check_group_inputs(inputs: list[GroupInput], output_dir: Path, expected: tup
                             f"{', '.join('sub-' + s for s in sorted(group.files))} have", path=output_dir,
                             fix="Run the participant level for them with the same options, or leave them out with "
                                 "--participant-label")
-    if len(everyone) < 2:
-        raise UserError(f"the group level needs at least two subjects, found {len(everyone)}", path=output_dir,
-                        fix="Run the participant level for more subjects first")
+    if len(everyone) < MIN_SUBJECTS:
+        found = ", ".join(f"sub-{s}" for s in everyone)
+        raise UserError(f"the group level needs at least {MIN_SUBJECTS} subjects, and found only {len(everyone)} "
+                        f"({found}): with fewer, a t-test across subjects has too few degrees of freedom to mean "
+                        "anything", path=output_dir,
+                        fix=f"Run the participant level for more subjects into this OUTPUT_DIR first (at least "
+                            f"{MIN_SUBJECTS}; a sign-flip permutation test needs 6 for a corrected p below 0.05)")
 

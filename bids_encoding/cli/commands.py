@@ -8,8 +8,11 @@ from pathlib import Path
 from .app import run_app, setup_logging
 from .parser import build_command_parser
 
-# real GloVe vectors and a real pretrained language model (all-MiniLM-L6-v2), both shipped on PyPI: offline
-DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "minilm:layers=4", "trialtype")
+# real GloVe vectors (shipped on PyPI: offline) and the lexical and trial-type features, one per planted sphere of
+# the story and the faces' category sphere; a language model (minilm:layers=4) made the joint model cost most of the
+# demo's time on two cores, so it is left to `bids-encoding demo DIR --features ... minilm:layers=4`
+DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "trialtype")
+DEMO_SUBJECTS = 6  # a sign-flip test's corrected p cannot go below 1 / 2**(n - 1) (mne's tables): 6 give 1/32 < 0.05
 
 
 def run_command(command: str, argv: list[str]) -> int:
@@ -59,8 +62,8 @@ def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
 
     folder = Path(folder)
     bids_dir = folder / "bids"
-    if not (bids_dir / "dataset_description.json").exists():
-        write_example_dataset(bids_dir)
+    if len(list(bids_dir.glob("sub-*"))) < DEMO_SUBJECTS:  # absent, or written by a demo of fewer subjects
+        write_example_dataset(bids_dir, n_subjects=DEMO_SUBJECTS, overwrite=bids_dir.exists())
     output_dir = folder / "derivatives" / "bids-encoding"
     common = [str(bids_dir), str(output_dir)]
     options = ["--derivatives", str(bids_dir / "derivatives" / "fmriprep"), "--features", *features,

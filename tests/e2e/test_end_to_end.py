@@ -22,6 +22,12 @@ def statmap(out: Path, subject: str, task: str, desc: str, stat: str = "rSquare"
 
 
 @pytest.fixture(scope="module")
+def example_dataset(three_subject_dataset):
+    """This module runs the group level too, which needs three subjects."""
+    return three_subject_dataset
+
+
+@pytest.fixture(scope="module")
 def derivatives(example_dataset, tmp_path_factory):
     """Participant then group level, as the README's demo runs them."""
     root = tmp_path_factory.mktemp("e2e")

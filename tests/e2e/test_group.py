@@ -135,6 +135,87 @@ def test_maps_on_different_grids_are_refused(planted_outputs, tmp_path):
         group_test(_inputs(root)["map"], tmp_path, GroupOptions(group_test="parametric"))
 
 
+def test_two_subjects_are_refused_naming_them_and_the_fix(planted_outputs, small_dataset, tmp_path_factory):
+    root, _, _, _ = planted_outputs
+    for index in range(3, N_SUBJECTS + 1):
+        shutil.rmtree(root / f"sub-{index:02d}")
+    with pytest.raises(UserError, match=r"at least 3 subjects, and found only 2 \(sub-01, sub-02\)"):
+        check_group_inputs(collect_participant_outputs(root), root)
+    before = snapshot(root)
+    result = run_cli(small_dataset, root, "group", "-w", tmp_path_factory.mktemp("work"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"bids-encoding: error: {root}: the group level needs at least 3 subjects"), error
+    assert "sub-01, sub-02" in error and "Run the participant level for more subjects" in error
+    assert snapshot(root) == before and not (root / "group").exists()
+
+
+def _same_in_every_subject(files: dict[str, Path], where: np.ndarray, rng: np.random.Generator) -> None:
+    """Give the maps sub-01's values at ``where`` in every subject, up to float32 rounding (1e-7 relative)."""
+    first = nib.load(files["01"]).get_fdata()
+    for path in files.values():
+        img = nib.load(path)
+        data = img.get_fdata()
+        data[where] = first[where] * (1 + 1e-7 * rng.standard_normal(int(where.sum())))
+        save_nifti(nib.Nifti1Image(data.astype(np.float32), img.affine), path)
+
+
+@pytest.mark.parametrize("test,corrected", [("permutation", "pFWE"), ("parametric", "pFDR")])
+def test_voxels_identical_across_subjects_get_no_t_are_counted_and_the_planted_block_is_still_found(
+        planted_outputs, tmp_path, test, corrected):
+    root, effect, _, _ = planted_outputs
+    group = _inputs(root)["map"]
+    identical = np.zeros(effect.shape, bool)
+    identical[6:] = True  # a slab away from the planted block
+    _same_in_every_subject(group.files, identical, np.random.default_rng(1))
+    out = tmp_path / "group-maps"
+    out.mkdir()
+    outputs = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=500))
+    maps = {o.entities["stat"]: nib.load(o.in_file).get_fdata() for o in outputs}
+    assert np.abs(maps["t"]).max() < 1e3  # before: mean / (rounding-sized sd), t of about 1e6
+    assert (maps["t"][identical] == 0).all() and (maps["p"][identical] == 1).all()
+    assert (maps[corrected][identical] == 1).all()
+    assert np.mean(maps[corrected][effect] < 0.05) > 0.95
+    assert np.mean(maps[corrected][~effect & ~identical] < 0.05) < 0.02
+    for output in outputs:
+        assert output.metadata["NConstant"] == identical.sum() == 400
+        assert output.metadata["NVoxels"] == effect.size - identical.sum()
+
+
+def test_identical_maps_in_every_subject_give_no_t_at_all(planted_outputs, tmp_path):
+    root, effect, _, _ = planted_outputs
+    group = _inputs(root)["map"]
+    _same_in_every_subject(group.files, np.ones(effect.shape, bool), np.random.default_rng(2))
+    outputs = group_test(group, tmp_path, GroupOptions(), StatsOptions(n_permutations=100))
+    maps = {o.entities["stat"]: nib.load(o.in_file).get_fdata() for o in outputs}
+    assert (maps["t"] == 0).all() and (maps["p"] == 1).all() and (maps["pFWE"] == 1).all()
+    assert outputs[0].metadata["NConstant"] == effect.size and outputs[0].metadata["NVoxels"] == 0
+
+
+def test_rows_and_times_identical_across_subjects_are_not_tested_and_are_counted(planted_outputs, tmp_path):
+    root, _, times, bump = planted_outputs
+    inputs = _inputs(root)
+    for path in inputs["table"].files.values():  # a source at ceiling in everyone: no variance to test against
+        table = pd.read_csv(path, sep="\t")
+        ceiling = pd.DataFrame({"source": ["ceiling"], "balanced_accuracy": [1.0], "roc_auc": [1.0], "chance": [0.5]})
+        pd.concat([table, ceiling]).to_csv(path, sep="\t", index=False)
+    before = times < 0
+    for path in inputs["time"].files.values():  # exactly at chance before the onset, in everyone
+        table = pd.read_csv(path, sep="\t")
+        table.loc[before, "roc_auc"] = 0.5
+        table.to_csv(path, sep="\t", index=False)
+    for test, column in (("permutation", "p_fwe"), ("parametric", "p_fdr")):
+        (output,) = group_test(inputs["table"], tmp_path, GroupOptions(group_test=test), StatsOptions(n_permutations=500))
+        table = pd.read_csv(output.in_file, sep="\t").set_index(["source", "measure"])
+        assert (table.loc["ceiling", "t"] == 0).all() and (table.loc["ceiling", ["p_value", column]] == 1).all().all()
+        assert table.loc[("brain", "balanced_accuracy"), column] < 0.01 and output.metadata["NConstant"] == 2
+    (output,) = group_test(inputs["time"], tmp_path, GroupOptions(), StatsOptions(n_permutations=200))
+    curve = pd.read_csv(output.in_file, sep="\t", na_values="n/a")
+    assert (curve["t"][before] == 0).all() and output.metadata["NConstant"] == before.sum()
+    significant = [c for c in output.metadata["Clusters"] if c["p"] < 0.05]
+    assert len(significant) == 1 and abs(significant[0]["Start"] - 0.1) <= 0.03
+
+
 # --------------------------------------------------------------------------- the real CLI
 
 
@@ -201,6 +282,9 @@ def test_group_level_recovers_the_planted_voxels_across_subjects(five_subjects, 
     assert regions.loc["wordrateSphere", column] == regions[column].min()
     if test == "parametric":  # (five subjects give 32 sign flips: a max-t p cannot go far below 0.05)
         assert regions.loc["wordrateSphere", column] < 0.05
+    else:  # and the log says so
+        assert "5 subjects give a sign-flip test only 32 distinct sign patterns" in result.stderr
+        assert "run more subjects (6 or more), or use --group-test parametric" in result.stderr
     assert regions.loc["wordrateSphere", "mean"] > 10 * abs(regions.loc["rest", "mean"])
     curve = pd.read_csv(out / "group" / "task-faces_desc-faceVsScrambled_decoding.tsv", sep="\t", na_values="n/a")
     assert 0.12 <= curve.loc[curve["roc_auc"].idxmax(), "time"] <= 0.25  # the planted N170

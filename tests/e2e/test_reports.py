@@ -105,8 +105,9 @@ def methods_text(report: Path) -> str:
 
 
 @pytest.mark.slow
-def test_reports_of_a_real_run_open_in_chromium_and_describe_what_ran(example_dataset, tmp_path):
+def test_reports_of_a_real_run_open_in_chromium_and_describe_what_ran(three_subject_dataset, tmp_path):
     _require_browser()
+    example_dataset = three_subject_dataset  # the group level needs three subjects
     out, work = tmp_path / "out", tmp_path / "work"
     common = [example_dataset, out]
     options = ["-d", example_dataset / "derivatives/fmriprep", "-w", work, "--skip-bids-validation", "--seed", "3"]
@@ -145,7 +146,7 @@ def test_reports_of_a_real_run_open_in_chromium_and_describe_what_ran(example_da
     seen = assert_opens_cleanly(out / "group.html", tmp_path / "group.png")
     sidecar = json.loads(next((out / "group").glob("*_stat-t_statmap.json")).read_text())
     text = seen["sections"]["methods"]
-    assert "2 subjects" in text and "sub-01" in text and "sub-02" in text
+    assert "3 subjects" in text and all(f"sub-0{i}" in text for i in (1, 2, 3))
     for recorded in (sidecar["Test"], sidecar["Correction"]):
         assert recorded in text, f"the group methods do not name {recorded!r}: {text}"
     assert snapshot(example_dataset) == before, "the input dataset was written to"
