@@ -57,9 +57,10 @@ class TaskPlan:
 
     @property
     def label(self) -> str:
-        """The task and what tells its versions apart, for node names (``objectviewing_acq1slice``)."""
-        return "_".join([self.task] + [f"{k[:3]}{getattr(self.runs[0], k, None)}" for k in VERSION_ENTITIES
-                                       if getattr(self.runs[0], k, None)])
+        """The task and its acquisition, for node names (``objectviewing_acq1slice``): a subject's versions of a task
+        differ in acquisition only, since --space and the filters choose one space, res and den."""
+        acquisition = getattr(self.runs[0], "acquisition", None)
+        return f"{self.task}_acq{acquisition}" if acquisition else self.task
 
 
 @dataclass(frozen=True)
