@@ -204,7 +204,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
             continue
         results = 8 * len(folds) * n_vox * (4 + 2 * len(bands))  # the per-fold score arrays below
         data = 4 * (len(train) + len(test) + (len(X_all) if pca else 0)) * n_features  # X[train], X[test], reduced X
-        per_voxel += 96 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
+        per_voxel += 128 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
         chunks.append(chunk_for_budget(int(mem_gb * GB) - held - results - data, fixed, per_voxel, n_vox, chunk_size,
                                        mem_gb))
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
