@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .bids_io import (MEEGRun, Run, check_dataset, collect_bold_runs, collect_meeg_runs, datatypes_present,
-                      load_layout, validate_dataset)
+from .bids_io import (BoldRun, MEEGRun, Run, check_dataset, check_same_grid, collect_bold_runs, collect_meeg_runs,
+                      datatypes_present, load_layout, validate_dataset)
 from .bids_io.outputs import GroupInput, check_group_inputs, collect_participant_outputs
 from .config import RunConfig
 from .derivatives import dataset_links
@@ -186,6 +186,8 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
     for task, models in by_task.items():
         for task_runs in versions(grouped[task]):
             analysis = config.analysis
+            if isinstance(task_runs[0], BoldRun):
+                check_same_grid(list(task_runs))
             if isinstance(task_runs[0], MEEGRun):
                 analysis = "time_decoding" if config.analysis == "decoding" else "trf"
             plans.append(TaskPlan(task_runs[0].subject, task, analysis, task_runs, tuple(models)))

@@ -2,9 +2,9 @@
 level. Never writes, never fits a model."""
 
 from .dataset import check_dataset, load_layout, validate_dataset
-from .fmri import BoldRun, collect_bold_runs
+from .fmri import BoldRun, check_same_grid, collect_bold_runs
 from .meeg import MEEGRun, collect_meeg_runs, datatypes_present, read_recording
 from .runs import Run
 
-__all__ = ["BoldRun", "MEEGRun", "Run", "check_dataset", "collect_bold_runs", "collect_meeg_runs", "datatypes_present",
+__all__ = ["BoldRun", "MEEGRun", "Run", "check_dataset", "check_same_grid", "collect_bold_runs", "collect_meeg_runs", "datatypes_present",
            "load_layout", "read_recording", "validate_dataset"]

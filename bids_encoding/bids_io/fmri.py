@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 from bids import BIDSLayout
 
 from ..errors import UserError
@@ -39,6 +40,24 @@ class BoldRun(Run):
     mask: Path | None = None
     confounds: Path | None = None
     raw_bold: Path | None = None
+    grid: tuple = field(default=(), compare=False)  # the image's voxel shape and affine (rounded): runs modelled
+    # together must share it
+
+
+def check_same_grid(runs: list[BoldRun]) -> None:
+    """Runs modelled together (one task, acquisition and preprocessed version) hold their voxels on one grid, or
+    one brain mask cannot serve them all: the error names a run off the grid most of them share."""
+    grids = [run.grid for run in runs]
+    usual = max(grids, key=grids.count)  # ties: the first run's
+    reference = runs[grids.index(usual)]
+    for run in runs:
+        if run.grid != usual:
+            shape, usual_shape = (" x ".join(map(str, grid[0])) for grid in (run.grid, usual))
+            how = (f"{shape} voxels, where {reference.bold.name} has {usual_shape}" if shape != usual_shape
+                   else f"the same {shape} voxels as {reference.bold.name} but another position (affine)")
+            raise UserError(f"the runs of task {run.task} are not on one voxel grid: this one has {how}",
+                            path=run.bold, fix="Resample the runs to one grid (fMRIPrep's outputs in one output space "
+                                               "are), or leave this run out with --run or a --bids-filter-file")
 
 
 def _one(files: list, what: str, near: Path) -> Path | None:
@@ -119,7 +138,8 @@ def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
     return float(tr)
 
 
-def _check_header(bold: Path, tr: float) -> int:
+def _check_header(bold: Path, tr: float) -> tuple[int, tuple]:
+    """The run's number of volumes and its voxel grid, after checking that it is a 4D series with the sidecar's TR."""
     try:
         img = nib.load(str(bold))
     except Exception as exc:
@@ -142,7 +162,7 @@ def _check_header(bold: Path, tr: float) -> int:
             path=bold,
             fix="Correct RepetitionTime in the JSON sidecar or the header's pixdim[4], whichever is wrong",
         )
-    return int(img.shape[3])
+    return int(img.shape[3]), (tuple(img.shape[:3]), tuple(np.round(img.affine, 4).ravel()))
 
 
 def _stimuli_dir(layout: BIDSLayout) -> Path | None:
@@ -191,11 +211,11 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
                             fix=f"Add {raw_path.name.split('_bold')[0]}_events.tsv (or a task-level events file) with onset, duration and stimulus columns")
         modalities = tuple(stimuli_from_events(events, stimuli_dir))
         tr = _tr(layout, bold, raw_path)
-        n_volumes = _check_header(bold, tr)
+        n_volumes, grid = _check_header(bold, tr)
         found.append(BoldRun(
             subject=subject, task=ents["task"], session=ents.get("session"), run=str(ents["run"]) if "run" in ents else None,
             bold=bold, events=events, tr=tr, n_volumes=n_volumes, space=derived.get("space"), res=derived.get("res"),
             den=derived.get("den"), acquisition=ents.get("acquisition"), mask=mask, confounds=confounds,
-            raw_bold=raw_path, modalities=modalities, entities=ents,
+            raw_bold=raw_path, modalities=modalities, entities=ents, grid=grid,
         ))
     return found

@@ -17,6 +17,7 @@ say so.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def usable_voxels(bold_files: list[Path]) -> np.ndarray:
     usable = None
     for bold in bold_files:
         data = np.asanyarray(nib.load(str(bold)).dataobj)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN voxels: not usable, as the comparison says
             ok = np.isfinite(data).all(axis=3) & (np.nanmax(data, axis=3) > np.nanmin(data, axis=3))
         usable = ok if usable is None else usable & ok
         del data

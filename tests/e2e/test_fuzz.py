@@ -331,6 +331,98 @@ def fuzzed_dataset_input(draw, bids: Path) -> tuple[str, bytes, list[str]]:
     return target, content, options + validate
 
 
+#: What real BOLD files were seen to hold (issue 16): constant or NaN voxels, scaled integers, one volume, a region
+#: image of x by 1 by 1 voxels, a truncated download, a 3D image, the wrong data type.
+BOLD_MUTATIONS = ("constant_voxels", "nan_voxels", "int16_scaled", "single_volume", "x_by_1_by_1", "truncated",
+                  "three_d", "all_zero", "uint8", "float64")
+
+
+def mutated_bold(original: bytes, kind: str, seed: int, fraction: float) -> bytes:
+    """The bytes of a BOLD image (NIfTI, gzipped) with one of :data:`BOLD_MUTATIONS` applied."""
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(original))
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(data.shape[:3]) < fraction  # voxels anywhere: inside or outside the brain
+    header = img.header.copy()
+    if kind == "truncated":
+        return original[: max(1, int(len(original) * fraction))]
+    if kind == "constant_voxels":
+        data[chosen] = data[chosen][:, :1]
+    elif kind == "nan_voxels":
+        data[chosen] = np.nan
+        header.set_data_dtype(np.float32)
+    elif kind == "int16_scaled":
+        header.set_data_dtype(np.int16)  # nibabel picks scl_slope/scl_inter to fit the values
+    elif kind == "single_volume":
+        data = data[..., :1]
+    elif kind == "x_by_1_by_1":
+        data = data[data.std(axis=-1) > 0][:, None, None, :]
+    elif kind == "three_d":
+        data = data[..., 0]
+    elif kind == "all_zero":
+        data[:] = 0
+    else:
+        header.set_data_dtype(np.dtype(kind))
+    mutated = nib.Nifti1Image(data, img.affine, header)
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+        gz.write(mutated.to_bytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_fuzzed_bold_images_never_crash_the_program(small_dataset, tmp_path, capsys, monkeypatch):
+    """BOLD files as real datasets hold them, raw and preprocessed: exit 0, or exit 2 with one paragraph naming a
+    file, nothing written into the dataset, no half-written derivative."""
+    monkeypatch.chdir(tmp_path)
+    bids = Path(shutil.copytree(small_dataset, tmp_path / "bids"))
+    out, work, cache = tmp_path / "out", tmp_path / "work", tmp_path / "cache"
+    targets = {"raw": next((bids / "sub-01/func").glob("*task-lpp_run-1_bold.nii.gz")),
+               "preproc": next((bids / "derivatives/fmriprep/sub-01/func").glob("*task-lpp_run-1_*desc-preproc_bold.nii.gz"))}
+    originals = {name: path.read_bytes() for name, path in targets.items()}
+    counted: dict[str, list[int]] = {}
+
+    @example(case=("preproc", "constant_voxels", 0, 0.2))
+    @example(case=("preproc", "nan_voxels", 0, 0.05))
+    @example(case=("raw", "int16_scaled", 0, 0.5))
+    @example(case=("preproc", "single_volume", 0, 0.5))
+    @example(case=("raw", "x_by_1_by_1", 0, 0.5))
+    @example(case=("raw", "nan_voxels", 1, 0.01))
+    @settings(max_examples=4, **FAST)
+    @given(case=st.tuples(st.sampled_from(sorted(targets)), st.sampled_from(BOLD_MUTATIONS), st.integers(0, 2**16),
+                          st.floats(0.001, 0.999)))
+    def bold_files(case):
+        which, kind, seed, fraction = case
+        target = targets[which]
+        target.write_bytes(mutated_bold(originals[which], kind, seed, fraction))
+        options = ["--task", "lpp", "--features", "wordrate", "--skip-bids-validation"]
+        options += ["-d", str(bids / "derivatives/fmriprep")] if which == "preproc" else []
+        try:
+            before = snapshot(bids)
+            status, err = _run([str(bids), str(out), "participant", "--participant-label", "01", "-w", str(work),
+                                "--feature-cache", str(cache), *options], capsys)
+            assert status in (0, 2), err
+            assert "Traceback" not in err and snapshot(bids) == before
+            if status == 2:
+                message = err.strip().splitlines()[-1]
+                assert message.startswith("bids-encoding: error: ") and "does not recognise" not in message, message
+                assert str(bids) in message, message  # it names the file at fault (or the dataset)
+                assert not (out / "dataset_description.json").exists(), "a failed run left derivatives"
+            counted.setdefault(kind, []).append(status)
+        finally:
+            target.write_bytes(originals[which])
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+    bold_files()
+    print("fuzzed BOLD images, exit status by mutation:", counted)
+
+
 @pytest.mark.slow
 def test_fuzzed_inputs_never_crash_the_program(small_dataset, tmp_path, capsys, monkeypatch):
     """Mutated events, sidecars and config files: exit 0, or exit 2 with one paragraph naming the file."""

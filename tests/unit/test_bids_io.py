@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from bids_encoding.bids_io import check_dataset, collect_bold_runs, load_layout
+from bids_encoding.bids_io import check_dataset, check_same_grid, collect_bold_runs, load_layout
 from bids_encoding.errors import UserError
 
 
@@ -109,3 +110,17 @@ def test_derivatives_holding_only_masks_pair_them_with_the_raw_bold(small_datase
     assert all(r.bold == r.raw_bold and r.space is None for r in runs)
     # the masks are in MNI space and the raw BOLD is not: they do not belong to it
     assert all(r.mask is None for r in runs)
+
+
+def test_runs_on_different_voxel_grids_are_a_clear_error_naming_the_odd_run(small_dataset):
+    runs = collect_bold_runs(load_layout(small_dataset), "01", tasks=("lpp",))
+    check_same_grid(runs)  # the example's runs share one grid
+    assert len({r.grid for r in runs}) == 1 and runs[0].grid[0] == (34, 40, 33)
+    shape, affine = runs[0].grid
+    moved = dataclasses.replace(runs[1], grid=(shape, (affine[0] + 6.0, *affine[1:])))
+    with pytest.raises(UserError, match="another position") as error:
+        check_same_grid([runs[0], moved, runs[2]])
+    assert error.value.path == str(moved.bold)  # the run off the grid the others share
+    smaller = dataclasses.replace(runs[0], grid=((8735, 1, 1), affine))
+    with pytest.raises(UserError, match="8735 x 1 x 1 voxels, where .*run-2_bold.nii.gz has 34 x 40 x 33"):
+        check_same_grid([smaller, *runs[1:]])
