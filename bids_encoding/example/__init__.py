@@ -7,11 +7,14 @@ downloading anything. The BOLD data is simulated directly on nilearn's 6 mm
 MNI152 brain-mask grid, so the raw and the "preprocessed" BOLD hold the same
 values.
 
-Two tasks (see :data:`TASKS`):
+Three tasks (see :data:`TASKS`):
 
 * ``lpp`` - listening to an original short story (``bids_encoding/data/story.txt``),
   one word per event, split into three consecutive runs;
-* ``faces`` - procedurally drawn faces and their block-scrambled versions.
+* ``faces`` - procedurally drawn faces and their block-scrambled versions;
+* ``blocks`` - one short run (84 volumes, no ``run-`` entity) of 16 s sound blocks
+  alternating with 16 s of silence, with the strong slow drift of a real scanner: the
+  case where drift removal and significance on short test folds matter most.
 
 Planted signals (see :data:`PLANTED`; every planted regressor is built by
 :func:`planted_regressor`):
@@ -36,6 +39,9 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   sphere, a model of image features (the ``cnn`` plugin's layers) can;
 * ``face``       - right fusiform sphere; a 1 s boxcar at every trial of height 1
   for ``face`` and 0.2 for ``scrambled`` trials;
+* ``sound``      - right superior temporal sphere; a 16 s boxcar at every sound block
+  (task ``blocks``), strong (4 noise sd, as auditory cortex in a real block design:
+  held-out R² about 0.8 at its center);
 * ``latent``     - left medial fusiform sphere whose voxel *patterns* come from four latent
   factors (:func:`latent_code`): each trial drives exactly one factor, chosen by
   its image (faces drive factor 0 or 1, scrambled faces factor 2 or 3) with a
@@ -63,7 +69,11 @@ length can attribute each sphere to its own feature space.
 Noise (see :data:`NOISE`), different for every subject and run: per-voxel AR(1)
 noise, slow cosine drifts, a global signal, and a small artefact of the head
 motion written to the confounds file, on a smooth baseline around 1000 (0
-outside the brain), stored as int16.
+outside the brain), stored as int16. The drifts are weak in ``lpp`` and ``faces``
+(``NOISE["drift_sd"]``) and of a real scanner's size in ``blocks``
+(``Task.drift_sd``: 3 % of the baseline on each of the three slowest cosines,
+all below 0.01 Hz), where a model fitted without removing them predicts
+held-out blocks worse than their mean does.
 """
 
 from __future__ import annotations
@@ -107,11 +117,16 @@ class Task:
     n_runs: int
     n_volumes: int
     description: str
+    drift_sd: float | None = None  # sd of each voxel's coefficient on each drift cosine (None: NOISE["drift_sd"])
 
     @property
     def duration(self) -> float:
         """Length of a run in seconds; no event ends after it."""
         return self.n_volumes * TR
+
+    @property
+    def drift(self) -> float:
+        return NOISE["drift_sd"] if self.drift_sd is None else self.drift_sd
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,8 @@ TASKS: dict[str, Task] = {
                 description="Listening to a short story, presented one word at a time; one part per run."),
     "faces": Task("faces", n_runs=2, n_volumes=120,
                   description="Viewing drawn faces and block-scrambled faces, 1 s each, in random order."),
+    "blocks": Task("blocks", n_runs=1, n_volumes=84, drift_sd=30.0,
+                   description="Listening to 16 s bursts of sound alternating with 16 s of silence; one short run."),
 }
 """The tasks, their number of runs and of volumes per run (TR 2 s)."""
 
@@ -163,6 +180,10 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "four 1 s boxcar regressors, one per latent factor (latent_code: faces drive factor 0 or 1, scrambled "
                 "faces factor 2 or 3, by image number; height 0.5 to 1.5), glover HRF, each z-scored per run; each "
                 "factor has its own spatial pattern (standard normal x falloff, per subject)"),
+    ),
+    "blocks": (
+        Planted("sound", "blocks", (60.0, -24.0, 6.0), 12.0, 4.0,
+                "16 s boxcar of height 1 per sound block, glover HRF, z-scored per run"),
     ),
 }
 """The planted features of each task: name, sphere (MNI mm), amplitude and regressor.
@@ -404,6 +425,8 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
     elif name == "face":
         heights = np.where(events["trial_type"] == "face", 1.0, 0.2)
         durations = events["duration"].to_numpy(float)
+    elif name == "sound":
+        heights, durations = np.ones(len(events)), events["duration"].to_numpy(float)
     else:
         raise ValueError(f"unknown planted feature {name!r}")
     return _hrf_regressor(events["onset"].to_numpy(float), durations, heights, n_volumes)
@@ -440,7 +463,8 @@ def motion(rng: np.random.Generator, n_volumes: int) -> pd.DataFrame:
     return pd.DataFrame(np.cumsum(steps, axis=0), columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
 
 
-def simulate_noise(rng: np.random.Generator, n_volumes: int, n_voxels: int, moves: pd.DataFrame) -> np.ndarray:
+def simulate_noise(rng: np.random.Generator, n_volumes: int, n_voxels: int, moves: pd.DataFrame,
+                   drift_sd: float = NOISE["drift_sd"]) -> np.ndarray:
     """AR(1) noise + cosine drifts + a global signal + a motion artefact, ``n_volumes x n_voxels``."""
     t = (np.arange(n_volumes) + 0.5) / n_volumes
     cosines = np.cos(np.pi * np.outer(t, np.arange(1, int(NOISE["drift_order"]) + 1)))
@@ -448,7 +472,7 @@ def simulate_noise(rng: np.random.Generator, n_volumes: int, n_voxels: int, move
     moves_mm = moves.to_numpy() * np.repeat([1.0, 50.0], 3)  # rotations as mm at a 50 mm radius
     return (
         ar1(rng, n_volumes, n_voxels, NOISE["ar1_rho"]) * NOISE["noise_sd"]
-        + cosines @ rng.normal(0, NOISE["drift_sd"], (cosines.shape[1], n_voxels))
+        + cosines @ rng.normal(0, drift_sd, (cosines.shape[1], n_voxels))
         + global_signal * rng.normal(1.0, 0.2, n_voxels)
         + (moves_mm - moves_mm.mean(axis=0)) @ rng.normal(0, NOISE["motion_artifact_sd"], (6, n_voxels))
     )
@@ -564,6 +588,9 @@ def _top_level_files(root: Path, n_subjects: int, seed: int) -> None:
     _write_json(root / "task-lpp_events.json", {
         "word": {"Description": "the word shown or heard, as written in the story, punctuation attached"},
     })
+    _write_json(root / "task-blocks_events.json", {
+        "trial_type": {"Description": "block type", "Levels": {"sound": "16 s of sound (silence between blocks)"}},
+    })
     _write_json(root / "task-faces_events.json", {
         "trial_type": {"Description": "image category", "Levels": {"face": "a drawn face",
                                                                    "scrambled": "the same face, 8x8 blocks shuffled"}},
@@ -578,7 +605,7 @@ def _readme() -> str:
         "measured: the BOLD time series are noise plus signals planted in small spheres, so that",
         "encoding models can be checked against a known truth (sourcedata/groundtruth/).", "",
         "Tasks:",
-        *[f"- {t.name}: {t.description} {t.n_runs} runs of {t.n_volumes} volumes, TR {TR} s." for t in TASKS.values()],
+        *[f"- {t.name}: {t.description} {t.n_runs} run(s) of {t.n_volumes} volumes, TR {TR} s." for t in TASKS.values()],
         "", "Planted features:",
         *[f"- {p.name} (task {p.task}): sphere of {p.radius_mm} mm at MNI {p.center_mm}; {p.regressor}."
           for planted in PLANTED.values() for p in planted],
@@ -587,9 +614,9 @@ def _readme() -> str:
     return "\n".join(lines)
 
 
-def _run_files(root: Path, sub: str, task: str, run: int) -> dict[str, Path]:
-    """The paths of one run's raw and derivative files."""
-    stem = f"sub-{sub}_task-{task}_run-{run}"
+def _run_files(root: Path, sub: str, task: Task, run: int) -> dict[str, Path]:
+    """The paths of one run's raw and derivative files (no ``run-`` entity in a task of one run, as BIDS allows)."""
+    stem = f"sub-{sub}_task-{task.name}" + (f"_run-{run}" if task.n_runs > 1 else "")
     raw, deriv = root / f"sub-{sub}" / "func", root / "derivatives" / "fmriprep" / f"sub-{sub}" / "func"
     space = f"space-{SPACE}_res-{RESOLUTION}"
     return {
@@ -626,16 +653,16 @@ def _write_run(files: dict[str, Path], data: np.ndarray, moves: pd.DataFrame, ev
     _write_json(files["confounds_json"], CONFOUNDS_SIDECAR)
 
 
-def _truth(task: str, amplitudes: dict[str, float], weights: dict[str, np.ndarray], seed: int,
+def _truth(task: Task, amplitudes: dict[str, float], weights: dict[str, np.ndarray], seed: int,
            regressors: list[dict[str, np.ndarray]]) -> dict:
     """The ground truth of one subject and task, as written to ``*_truth.json``.
 
     ``regressor_correlation`` gives, per run, the correlation of each pair of
     planted regressors, so that users know how far two features can be told apart.
     """
-    names = [p.name for p in PLANTED[task] if regressors[0][p.name].ndim == 1]
+    names = [p.name for p in PLANTED[task.name] if regressors[0][p.name].ndim == 1]
     return {
-        "task": task,
+        "task": task.name,
         "seed": seed,
         "space": SPACE,
         "features": {p.name: {**{k: v for k, v in asdict(p).items() if k not in ("name", "task", "amplitude")},
@@ -644,28 +671,37 @@ def _truth(task: str, amplitudes: dict[str, float], weights: dict[str, np.ndarra
                               "peak_sd_bold_units": round(amplitudes[p.name] * NOISE["noise_sd"], 4),
                               "falloff": "2 ** -(distance / radius_mm) ** 2",
                               "n_voxels": int((weights[p.name] > 0).sum())}
-                     for p in PLANTED[task]},
+                     for p in PLANTED[task.name]},
         "regressors": "nilearn compute_regressor((onset, duration, height), 'glover', arange(n_volumes) * TR, "
                       "oversampling=50), z-scored per run; word events have duration 0",
         "regressor_correlation": {f"{a}~{b}": [round(float(np.corrcoef(r[a], r[b])[0, 1]), 3) for r in regressors]
                                   for i, a in enumerate(names) for b in names[i + 1:]},
-        "noise": NOISE,
+        "noise": {**NOISE, "drift_sd": task.drift},
     }
+
+
+def block_events(task: Task, block: float = 16.0) -> pd.DataFrame:
+    """Sound blocks of ``block`` seconds, each after as long a silence, to the end of the run."""
+    onsets = np.arange(block, task.duration - block + 1e-9, 2 * block)
+    return pd.DataFrame({"onset": onsets, "duration": block, "trial_type": "sound"})
 
 
 def _events(task: Task, run: int, index: int, seed: int, stim_files: list[str],
             word_runs: list[pd.DataFrame]) -> pd.DataFrame:
-    """The events of one run: the story's part (the same for everyone) or this subject's trial order."""
+    """The events of one run: the story's part (the same for everyone), the blocks, or this subject's trial order."""
     if task.name == "lpp":
         return word_runs[run - 1]
+    if task.name == "blocks":
+        return block_events(task)
     return trial_events(stim_files, task.duration, _rng(seed, "trials", index, run))
 
 
 def _simulate_run(rng: np.random.Generator, baseline: np.ndarray, regressors: dict[str, np.ndarray],
-                  gains: dict[str, np.ndarray], n_volumes: int) -> tuple[np.ndarray, pd.DataFrame]:
+                  gains: dict[str, np.ndarray], task: Task) -> tuple[np.ndarray, pd.DataFrame]:
     """BOLD of one run, ``n_volumes x n_brain_voxels``, and its head motion."""
+    n_volumes = task.n_volumes
     moves = motion(rng, n_volumes)
-    data = baseline + simulate_noise(rng, n_volumes, len(baseline), moves)
+    data = baseline + simulate_noise(rng, n_volumes, len(baseline), moves, task.drift)
     for name, x in regressors.items():  # x: volumes (x factors); gains: (factors x) voxels
         data += x.reshape(n_volumes, -1) @ gains[name].reshape(-1, data.shape[1])
     return data, moves
@@ -697,11 +733,11 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
         for run in range(1, task.n_runs + 1):
             events = _events(task, run, index, seed, stim_files, word_runs)
             regressors = {p.name: planted_regressor(p.name, events, task.n_volumes, root / "stimuli") for p in planted}
-            data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task.n_volumes)
-            _write_run(_run_files(root, sub, task.name, run), data, moves, events, mask, mask_bytes, affine)
+            data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task)
+            _write_run(_run_files(root, sub, task, run), data, moves, events, mask, mask_bytes, affine)
             all_regressors.append(regressors)
         _write_json(truth_dir / f"sub-{sub}_task-{task.name}_truth.json",
-                    _truth(task.name, amplitudes, weights, seed, all_regressors))
+                    _truth(task, amplitudes, weights, seed, all_regressors))
         for name, w in weights.items():
             _write_bytes([truth_dir / f"sub-{sub}_task-{task.name}_desc-{name}_mask.nii.gz"],
                          _gz_bytes(_mask_image(w > 0, affine)))
