@@ -40,7 +40,8 @@ def runs():
 
 
 def stem(sub: str, task: str, run: int) -> str:
-    return f"sub-{sub}_task-{task}_run-{run}"
+    """A run's file name stem: a task of one run has no run- entity, as in many real datasets."""
+    return f"sub-{sub}_task-{task}" + (f"_run-{run}" if TASKS[task].n_runs > 1 else "")
 
 
 def events(dataset: Path, sub: str, task: str, run: int) -> pd.DataFrame:
@@ -99,7 +100,7 @@ def test_pybids_finds_subjects_tasks_and_runs(layout):
     assert layout.get_subjects() == list(SUBJECTS)
     assert layout.get_tasks() == sorted(TASKS)
     for task in TASKS.values():
-        assert layout.get_runs(task=task.name) == list(range(1, task.n_runs + 1))
+        assert layout.get_runs(task=task.name) == (list(range(1, task.n_runs + 1)) if task.n_runs > 1 else [])
         assert layout.get_RepetitionTime(task=task.name) == [TR]
         files = layout.get(scope="raw", task=task.name, suffix="bold", extension=".nii.gz")
         assert len(files) == len(SUBJECTS) * task.n_runs
@@ -141,6 +142,9 @@ def test_events_stay_inside_the_run(dataset):
         if task == "lpp":
             assert list(ev.columns) == ["onset", "duration", "word"]
             assert ev["word"].map(letters).min() >= 1
+        elif task == "blocks":  # 16 s of sound after every 16 s of silence
+            assert list(ev.columns) == ["onset", "duration", "trial_type"] and set(ev["trial_type"]) == {"sound"}
+            assert (ev["duration"] == 16).all() and (np.diff(ev["onset"]) == 32).all() and ev["onset"].iloc[0] == 16
         else:
             assert list(ev.columns) == ["onset", "duration", "trial_type", "stim_file"]
             assert ev["trial_type"].value_counts().to_dict() == {"face": 20, "scrambled": 20}
@@ -218,7 +222,7 @@ def test_planted_face_signal_is_recoverable(dataset):
 
 def test_load_truth_masks_are_nonempty_and_disjoint(dataset):
     for sub in SUBJECTS:
-        masks = {**load_truth(dataset, sub, "lpp"), **load_truth(dataset, sub, "faces")}
+        masks = {name: m for task in TASKS for name, m in load_truth(dataset, sub, task).items()}
         assert set(masks) == {p.name for planted in PLANTED.values() for p in planted}
         shape = bold(dataset, sub, "lpp", 1).shape[:3]
         for name, m in masks.items():
@@ -236,7 +240,7 @@ def test_the_atlas_labels_each_planted_sphere(dataset):
     atlas = atlas_path(dataset)
     labels = np.asarray(nib.load(atlas).dataobj)
     names = pd.read_csv(str(atlas).replace(".nii.gz", ".tsv"), sep="\t").set_index("name")["index"]
-    for task in ("lpp", "faces"):
+    for task in TASKS:
         for name, planted in load_truth(dataset, "01", task).items():
             assert np.array_equal(labels == names[f"{name}Sphere"], planted), name
     assert json.loads((dataset / "derivatives/atlas/dataset_description.json").read_text())["DatasetType"] == "derivative"

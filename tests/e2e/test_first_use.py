@@ -26,11 +26,11 @@ def test_without_features_each_task_gets_the_default_its_events_allow(example_da
     result = run_cli(example_dataset, out, "participant", "--participant-label", "01", "-d",
                      example_dataset / "derivatives/fmriprep", "-w", tmp_path / "work", "--skip-bids-validation")
     assert result.returncode == 0, result.stderr
-    assert "no --features given: using trialtype for task faces, wordrate for task lpp" in result.stderr
+    assert "no --features given: using trialtype for tasks blocks, faces, wordrate for task lpp" in result.stderr
     assert snapshot(example_dataset) == before
     maps = {p.name.split("_desc-")[1].split("_")[0] + "@" + p.name.split("_task-")[1].split("_")[0]
             for p in (out / "sub-01/func").glob("*_stat-rSquare_statmap.nii.gz")}
-    assert maps == {"trialtype@faces", "wordrate@lpp"}  # one model per task: each default only where it applies
+    assert maps == {"trialtype@blocks", "trialtype@faces", "wordrate@lpp"}  # each default only where it applies
 
     mask = {task: nib.load(out / f"sub-01/func/sub-01_task-{task}_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
             for task in ("lpp", "faces")}
