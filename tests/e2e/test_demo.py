@@ -24,7 +24,9 @@ def test_demo_runs_both_levels_and_the_group_finds_each_planted_sphere_significa
     subjects = [f"sub-{i:02d}" for i in range(1, DEMO_SUBJECTS + 1)]
     assert {p.name for p in out.glob("*.html")} == {f"{s}.html" for s in subjects} | {"group.html"}
     # every trial drives the face sphere (by category) and the latent sphere (one factor each), not the edges one
-    for task, desc, spheres in (("lpp", "wordrate", {"wordrateSphere"}), ("faces", "trialtype", {"faceSphere", "latentSphere"})):
+    # and the one short drifting run of the blocks task drives the sound sphere
+    for task, desc, spheres in (("lpp", "wordrate", {"wordrateSphere"}), ("faces", "trialtype", {"faceSphere", "latentSphere"}),
+                                ("blocks", "trialtype", {"soundSphere"})):
         regions = pd.read_csv(out / "group" / f"task-{task}_space-{SPACE}_desc-{desc}_regions.tsv", sep="\t")
         assert {*subjects, "p_value", "p_fwe"} <= set(regions.columns) and (regions["n_subjects"] == DEMO_SUBJECTS).all()
         ranked = regions.sort_values("mean", ascending=False)
