@@ -49,7 +49,8 @@ GROUP_TESTS = {
     "tfce": "threshold-free cluster enhancement (TFCE, Smith and Nichols 2009) of the one-sample t map, family-wise "
             "error corrected by the sign-flipping permutation distribution of the maximum TFCE (nilearn "
             "non_parametric_inference with tfce=True) for maps; tables, whose rows have no neighbours to enhance, "
-            "get the max-t sign-flipping test (mne.stats.permutation_t_test)",
+            "get the max-t sign-flipping test (mne.stats.permutation_t_test), and decoding over time keeps its "
+            "cluster test (ClusterTest)",
 }
 CORRECTION = {"permutation": "FWE", "parametric": "FDR", "tfce": "FWE"}
 TFCE = {"E": 0.5, "H": 2, "Connectivity": "6: voxels sharing a face (scipy.ndimage.generate_binary_structure(3, 1))",
@@ -160,8 +161,8 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
         "p": (_unmask(p, inside, fill=1.0), "one-sided p-value of that t statistic (parametric, uncorrected)"),
     }
     if tfce:
-        described["tfce"] = (_unmask(enhanced, inside), f"threshold-free cluster enhancement of the t map (E={TFCE['E']:g}, "
-                             f"H={TFCE['H']:g}, face connectivity, extent in voxels; 0 where t <= 0)")
+        described["tfce"] = (_unmask(enhanced, inside), f"threshold-free cluster enhancement of the t map "
+                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, face connectivity, extent in voxels; 0 where t <= 0)")
     described[f"p{correction}"] = (_unmask(corrected, inside, fill=1.0),
                                    f"one-sided p-value, {correction}-corrected over the voxels"
                                    + (" from the TFCE map, not the t map" if tfce else "")

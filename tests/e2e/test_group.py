@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from bids_encoding.analyses.group_stats import group_test
 from bids_encoding.bids_io.outputs import check_group_inputs, collect_participant_outputs
 from bids_encoding.options import GroupOptions, StatsOptions
 
-from ..conftest import run_cli, snapshot
+from ..conftest import run_cli, snapshot, validator_errors
 
 SPACE = "MNI152NLin2009cAsym"
 N_SUBJECTS = 8
@@ -316,11 +317,7 @@ def test_group_level_names_the_subject_whose_outputs_are_missing(five_subjects, 
 def test_group_level_tfce_writes_the_tfce_and_its_fwe_maps_and_the_report_names_it(five_subjects, tmp_path):
     """--group-test tfce through the real CLI: the TFCE and pFWE maps beside t and p, sidecars that say how, tables
     and time courses tested as before (and the log says so), a report that shows TFCE, valid BIDS."""
-    import time
-
     from bids_encoding.example import load_truth
-
-    from ..conftest import validator_errors
 
     bids, participant_out, _ = five_subjects
     out = tmp_path / "out"
