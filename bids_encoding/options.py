@@ -30,7 +30,7 @@ BACKENDS = ("numpy", "torch", "torch_cuda")
 RESPONSES = ("lss", "peak")
 CLASSIFIERS = ("logistic", "svm")
 SAMPLES = ("trials", "trs")
-GROUP_TESTS = ("permutation", "parametric")
+GROUP_TESTS = ("permutation", "parametric", "tfce")
 
 
 def parse_contrast(spec: str) -> tuple[str, tuple[str, str]]:
@@ -231,6 +231,12 @@ class GroupOptions(Section):
         _check_choice(self.group_test, GROUP_TESTS, "group test")
         if not 0 < float(self.alpha) < 1:
             raise UserError(f"--alpha is a significance level between 0 and 1, not {self.alpha}", fix="e.g. --alpha 0.05")
+
+    @property
+    def sign_flips(self) -> bool:
+        """Whether the corrected p comes from sign flips of the subjects' effects (max-t or max-TFCE), so that few
+        subjects put a floor under it."""
+        return self.group_test in ("permutation", "tfce")
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def warn_permutation_floor(n_subjects: int, config: RunConfig) -> None:
     """Say so when a sign-flip test of this many subjects cannot reach ``--alpha``: its smallest corrected p is
     one over the number of distinct sign patterns (2^(n-1) for mne's one-sided table test)."""
     floor = 1 / 2 ** (n_subjects - 1)
-    if config.group.group_test == "permutation" and floor > config.group.alpha:
+    if config.group.sign_flips and floor > config.group.alpha:
         log.warning("%d subjects give a sign-flip test only %d distinct sign patterns, so its corrected p cannot "
                     "go below about %.3g, above --alpha %g: run more subjects (%d or more), or use --group-test "
                     "parametric", n_subjects, 2 ** n_subjects, floor, config.group.alpha,

@@ -5,12 +5,13 @@ derivatives without the ``sub-`` entity. Each kind of participant output has
 its test, each from the library made for it:
 
 * maps (encoding R², searchlight accuracy): nilearn's ``non_parametric_inference``
-  (sign flips, max-t FWE) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
+  (sign flips, FWE by the maximum t, or with ``tfce`` by the maximum threshold-free cluster
+  enhancement of the t map) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
 * EEG/MEG decoding over time: the mean AUC with a t confidence band and mne's
   cluster permutation test over time;
 * tables (whole-pattern decoding, region summaries, TRF scores per channel): one row
   per decoder, region or channel, tested with mne's max-t permutation test (FWE over
-  rows) or t-tests with FDR.
+  rows; also under ``tfce``, since rows have no neighbours to enhance) or t-tests with FDR.
 
 Every test is of the effect above chance (0 for R² and correlations, the
 sidecar's chance level for accuracies and AUCs), one-sided.
@@ -45,8 +46,19 @@ GROUP_TESTS = {
                    "mne.stats.permutation_t_test for tables)",
     "parametric": "one-sample t-test (scipy.stats.ttest_1samp), false discovery rate corrected with "
                   "Benjamini-Hochberg (scipy.stats.false_discovery_control)",
+    "tfce": "threshold-free cluster enhancement (TFCE, Smith and Nichols 2009) of the one-sample t map, family-wise "
+            "error corrected by the sign-flipping permutation distribution of the maximum TFCE (nilearn "
+            "non_parametric_inference with tfce=True) for maps; tables, whose rows have no neighbours to enhance, "
+            "get the max-t sign-flipping test (mne.stats.permutation_t_test), and decoding over time keeps its "
+            "cluster test (ClusterTest)",
 }
-CORRECTION = {"permutation": "FWE", "parametric": "FDR"}
+CORRECTION = {"permutation": "FWE", "parametric": "FDR", "tfce": "FWE"}
+TFCE = {"E": 0.5, "H": 2, "Connectivity": "6: voxels sharing a face (scipy.ndimage.generate_binary_structure(3, 1))",
+        "Extent": "voxels", "HeightSteps": "100, from 0 to the map's maximum t", "TwoSided": False,
+        "Implementation": "nilearn.mass_univariate.permuted_ols (fslmaths' convention: no dh factor)"}
+"""What nilearn's TFCE uses (its defaults, which ``non_parametric_inference`` does not expose), for the sidecars:
+a voxel's TFCE sums extent^E x height^H over the heights below its t, the extent in voxels of its cluster at
+that height. A unit test checks these against nilearn's."""
 
 CONSTANT_RTOL = 1e-5
 """A location is constant across subjects when the standard deviation of its values is at most this times the
@@ -57,10 +69,9 @@ log = logging.getLogger("bids_encoding")
 
 def describe(options: GroupOptions, inference: StatsOptions) -> dict[str, Any]:
     """The group test, for every group sidecar."""
-    permutation = options.group_test == "permutation"
     return {"Test": options.group_test, "TestDescription": GROUP_TESTS[options.group_test],
             "Correction": CORRECTION[options.group_test], "Alpha": options.alpha,
-            "Permutations": inference.n_permutations if permutation else 0, "Seed": inference.seed}
+            "Permutations": inference.n_permutations if options.sign_flips else 0, "Seed": inference.seed}
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
@@ -123,7 +134,8 @@ def _flag_constant(n_constant: int, n_locations: int, what: str, group: GroupInp
 
 def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
              inference: StatsOptions = StatsOptions()) -> list[Output]:
-    """Mean effect, t, uncorrected p and corrected p maps of one participant map name, with sidecars."""
+    """Mean effect, t, uncorrected p and corrected p maps of one participant map name, with sidecars; with
+    ``tfce``, the TFCE map too, and the corrected p is the TFCE's."""
     data, reference = _load_maps(group)
     stat = group.entities["stat"]
     sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
@@ -134,20 +146,32 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     inside = computed & ~constant  # the voxels tested
     effects = data[:, inside] - chance
     t, p = _one_sample(effects, np.zeros(effects.shape[1], bool))
+    tfce = options.group_test == "tfce"
+    enhanced = np.zeros_like(t)
     if not inside.any():
         corrected = p
-    elif options.group_test == "permutation":
-        corrected = _permutation_fwe(effects, inside, reference, inference)
+    elif options.sign_flips:
+        if tfce:  # minutes to hours: say so before it starts
+            log.info("%s: TFCE of %d sign flips, each labelling clusters at 100 heights of a %s grid (about 0.3 s a "
+                     "flip at 34x40x33 voxels, 7 s at 97x115x97)", group.name, max(inference.n_permutations, 1),
+                     "x".join(map(str, inside.shape)))
+        corrected, enhanced = _sign_flip_fwe(effects, inside, reference, inference, tfce)
     else:
         corrected = fdr_adjust(p)
-    name = "pFWE" if options.group_test == "permutation" else "pFDR"
+    correction = CORRECTION[options.group_test]
     described = {
         stat: (data.mean(axis=0), MAP_STATS[stat]),
         "t": (_unmask(t, inside), f"one-sample t statistic of the subjects' {stat} above chance ({chance:g})"),
         "p": (_unmask(p, inside, fill=1.0), "one-sided p-value of that t statistic (parametric, uncorrected)"),
-        name: (_unmask(corrected, inside, fill=1.0),
-               f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the voxels: {GROUP_TESTS[options.group_test]}"),
     }
+    if tfce:
+        described["tfce"] = (_unmask(enhanced, inside), f"threshold-free cluster enhancement of the t map "
+                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, face connectivity, extent in voxels; 0 where t <= 0)")
+    described[f"p{correction}"] = (_unmask(corrected, inside, fill=1.0),
+                                   f"one-sided p-value, {correction}-corrected over the voxels"
+                                   + (" from the TFCE map, not the t map" if tfce else "")
+                                   + f": {GROUP_TESTS[options.group_test]}")
+    method = {"TFCE": TFCE} if tfce else {}
     model = _participant_model(sidecars[0])
     flagged = _flag_constant(int(constant.sum()), int(computed.sum()), "voxels", group)
     outputs = []
@@ -157,7 +181,8 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
         save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
         outputs.append(Output(in_file=str(path), entities={**group.entities, "stat": key},
                               metadata={"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
-                                        **flagged, **_subjects(group), **describe(options, inference), **model}))
+                                        **flagged, **_subjects(group), **describe(options, inference), **method,
+                                        **model}))
     return outputs
 
 
@@ -167,17 +192,24 @@ def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.nda
     return volume
 
 
-def _permutation_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image,
-                     inference: StatsOptions) -> np.ndarray:
-    """Max-t FWE-corrected p of each voxel, from nilearn's non-parametric second-level inference."""
+def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image, inference: StatsOptions,
+                   tfce: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """FWE-corrected p of each voxel from nilearn's sign-flip (intercept-only) second-level inference, and the
+    TFCE map: without ``tfce``, p from the maximum t over sign flips (and no TFCE: zeros); with it, from the
+    maximum TFCE, which rewards spatially extended effects that a voxel's own t is too weak to show."""
     from nilearn.glm.second_level import non_parametric_inference
 
     images = [nib.Nifti1Image(_unmask(e, inside).astype(np.float32), reference.affine) for e in effects]
     mask = nib.Nifti1Image(inside.astype(np.uint8), reference.affine)
     design = pd.DataFrame({"intercept": np.ones(len(effects))})
-    logp = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=inference.n_permutations,
-                                    two_sided_test=False, random_state=inference.seed, n_jobs=1, verbose=0)
-    return 10.0 ** -np.asarray(logp.dataobj, dtype=np.float64)[inside]
+    # at least one sign flip, as the table and time tests: nilearn has no corrected p without one (a KeyError)
+    result = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=max(inference.n_permutations, 1),
+                                      two_sided_test=False, random_state=inference.seed, n_jobs=1, verbose=0,
+                                      tfce=tfce)
+    if not tfce:  # nilearn then returns the max-t map alone
+        return 10.0 ** -np.asarray(result.dataobj, dtype=np.float64)[inside], np.zeros(int(inside.sum()))
+    values = {key: np.asarray(img.dataobj, dtype=np.float64)[inside] for key, img in result.items()}
+    return 10.0 ** -values["logp_max_tfce"], values["tfce"]
 
 
 def _subjects(group: GroupInput) -> dict[str, Any]:
@@ -275,12 +307,12 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     constant = constant_columns(rows.to_numpy(float).T)
     t, p = _one_sample(effects, constant)
     corrected = np.ones(len(rows))
-    if options.group_test == "permutation" and not constant.all():  # max-t over the rows tested
+    if options.sign_flips and not constant.all():  # max-t over the rows tested
         _, corrected[~constant], _ = permutation_t_test(effects[:, ~constant], tail=1, seed=inference.seed,
                                                         n_permutations=max(inference.n_permutations, 1), verbose=False)
     elif not constant.all():
         corrected[~constant] = fdr_adjust(p[~constant])
-    column = "p_fwe" if options.group_test == "permutation" else "p_fdr"
+    column = f"p_{CORRECTION[options.group_test].lower()}"
     summary = rows.reset_index().assign(n_subjects=len(subjects), mean=rows.mean(axis=1).to_numpy(),
                                         sem=stats.sem(rows.to_numpy(float), axis=1), t=t, p_value=p,
                                         **{column: corrected})
@@ -302,8 +334,16 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
 TESTS = {"map": map_test, "time": time_test, "table": table_test}
 
 
+KEPT_UNDER_TFCE = {"time": "keeps its cluster permutation test over time (mne)",
+                   "table": "is tested with the max-t sign-flip test, as under --group-test permutation: its rows "
+                            "have no neighbours to enhance"}
+
+
 def group_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                inference: StatsOptions = StatsOptions()) -> list[Output]:
     """The group test of one participant output name (see the module docstring)."""
+    if options.group_test == "tfce" and group.kind in KEPT_UNDER_TFCE:
+        log.info("%s: TFCE enhances clusters of neighbouring voxels; this %s %s", group.name,
+                 "time course" if group.kind == "time" else "table", KEPT_UNDER_TFCE[group.kind])
     return TESTS[group.kind](group, Path(out_dir), options, inference)
 

@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("group level")
     group.add_argument("--group-test", choices=GROUP_TESTS, default=default(GroupOptions, "group_test"),
                        help="one-sample test across subjects: sign-flip permutations with max-t family-wise error "
-                            "correction (nilearn, mne; --n-permutations of them), or t-tests with false discovery "
-                            "rate correction")
+                            "correction (nilearn, mne; --n-permutations of them), t-tests with false discovery "
+                            "rate correction, or (maps) threshold-free cluster enhancement with family-wise error "
+                            "correction by the maximum TFCE over sign flips (tables keep the max-t test)")
     group.add_argument("--alpha", type=float, default=default(GroupOptions, "alpha"), metavar="P",
                        help="significance level of the corrected group tests (figures, cluster threshold)")
     model.add_argument("--seed", type=int, default=default(StatsOptions, "seed"),

@@ -1,7 +1,8 @@
 """The group report: the group derivatives under ``group/``, each kind in its section when present.
 
 - maps (``stat-rSquare`` or ``stat-score`` means, ``stat-t``, ``stat-p`` and a corrected ``stat-pFWE`` or
-  ``stat-pFDR``): the mean effect, and the t map where the corrected p is below the sidecar's ``Alpha``;
+  ``stat-pFDR``, and ``stat-tfce`` under ``--group-test tfce``): the mean effect, and the t map (the TFCE map
+  when there is one, since its pFWE is the TFCE's) where the corrected p is below the sidecar's ``Alpha``;
 - EEG/MEG decoding over time (a ``time`` column): the mean with its confidence band, clusters shaded;
 - the other tables (subjects' decoding scores, regions, channels): shown as tables.
 """
@@ -24,6 +25,7 @@ from .subject import MEEG_HEADER, R2_THRESHOLD, figure_name, in_mni, time_decodi
 
 EFFECTS = {"rSquare": "mean held-out R²", "score": "mean searchlight score"}
 CORRECTED = ("pFWE", "pFDR")
+SHOWN = {"t": "one-sample t", "tfce": "TFCE"}
 MAPS_HEADER = ["task", "model", "effect", "subjects", "test", "correction", "voxels significant", "peak t"]
 
 
@@ -36,20 +38,21 @@ def _map_groups(files: ReportFiles) -> dict[tuple, dict[str, str]]:
     return dict(sorted(groups.items()))
 
 
-def _significant_t(files: ReportFiles, stats: dict[str, str], alpha: float) -> tuple[nib.Nifti1Image, str, str]:
-    """The t map kept where the corrected p (else the uncorrected p) is below ``alpha``, what p was used, and
-    the p map's path."""
+def _significant(files: ReportFiles, stats: dict[str, str], alpha: float,
+                 shown: str = "t") -> tuple[nib.Nifti1Image, str, str]:
+    """The ``shown`` map (t or TFCE) kept where the corrected p (else the uncorrected p) is below ``alpha``, what
+    p was used, and the p map's path."""
     corrected = next((stats[c] for c in CORRECTED if c in stats), None)
     p_file = corrected or stats.get("p")
-    t_img = files.image(stats["t"])
-    t = np.asarray(t_img.dataobj, dtype=np.float32)
+    img = files.image(stats[shown])
+    values = np.asarray(img.dataobj, dtype=np.float32)
     if p_file is None:
-        return t_img, "no p map: unthresholded", ""
+        return img, "no p map: unthresholded", ""
     p = np.asarray(files.image(p_file).dataobj, dtype=np.float32)
-    kept = np.where(p < alpha, t, 0).astype(np.float32)
+    kept = np.where(p < alpha, values, 0).astype(np.float32)
     label = parse_entities(p_file)["stat"]
     how = f"{label[1:]}-corrected p &lt; {alpha:g}" if corrected else f"uncorrected p &lt; {alpha:g} (no corrected map)"
-    return nib.Nifti1Image(kept, t_img.affine), how, p_file
+    return nib.Nifti1Image(kept, img.affine), how, p_file
 
 
 def maps_section(files: ReportFiles) -> str:
@@ -72,16 +75,18 @@ def maps_section(files: ReportFiles) -> str:
             continue
         sidecar = files.sidecar(stats["t"])
         alpha = float(sidecar.get("Alpha", 0.05))
-        kept, how, p_file = _significant_t(files, stats, alpha)
+        shown = "tfce" if "tfce" in stats else "t"
+        kept, how, p_file = _significant(files, stats, alpha, shown)
         n_significant = int(np.count_nonzero(np.asarray(kept.dataobj)))
         if n_significant:
-            sources = [stats["t"]] + ([p_file] if p_file else [])
-            src = files.figure(figure_name(stats["t"], "significant"), sources, lambda path: figures.brain_map(
-                kept, path, f"{task} · {desc} · t ({how.replace('&lt;', '<')})", 1e-6, cmap="cold_hot",
-                symmetric=True, background=in_mni(ents)))
-            blocks.append(figure(src, "t map", f"<code>{escape(stats['t'])}</code>: one-sample t where the {how}"))
+            sources = [stats[shown]] + ([p_file] if p_file else [])
+            src = files.figure(figure_name(stats[shown], "significant"), sources, lambda path: figures.brain_map(
+                kept, path, f"{task} · {desc} · {SHOWN[shown]} ({how.replace('&lt;', '<')})", 1e-6,
+                cmap="cold_hot" if shown == "t" else "hot", symmetric=shown == "t", background=in_mni(ents)))
+            blocks.append(figure(src, f"{SHOWN[shown]} map",
+                                 f"<code>{escape(stats[shown])}</code>: {SHOWN[shown]} where the {how}"))
         else:
-            blocks.append(f"<p><code>{escape(stats['t'])}</code>: no voxel where the {how}.</p>")
+            blocks.append(f"<p><code>{escape(stats[shown])}</code>: no voxel where the {how}.</p>")
         t_values = np.asarray(files.image(stats["t"]).dataobj, dtype=float)
         rows.append([task, desc, EFFECTS.get(effect, ""), sidecar.get("NSubjects", ""),
                      sidecar.get("Test", sidecar.get("Description", "")), sidecar.get("Correction", "none"),

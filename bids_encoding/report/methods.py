@@ -232,8 +232,12 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
     for (test, correction, alpha), sidecar in tests.items():
         described = sidecar.get("TestDescription") or test
         permutations = sidecar.get("Permutations")
-        text.append(f"effects were tested with a {test} test ({described}"
-                    + (f"; {permutations} permutations" if test == "permutation" and permutations else "") + ")"
+        tfce = next((s["TFCE"] for _, _, s in items if s.get("Test") == test and "TFCE" in s), None)
+        if tfce:  # the map sidecars carry its parameters
+            described += (f"; TFCE with E = {tfce['E']:g}, H = {tfce['H']:g}, extent in {tfce['Extent']}, "
+                          f"connectivity {tfce['Connectivity']}")
+        text.append(f"effects were tested with a {'TFCE' if test == 'tfce' else test} test ({described}"
+                    + (f"; {permutations} permutations" if permutations else "") + ")"
                     + (f", {correction}-corrected" if correction else "") + (f" at alpha {alpha:g}" if alpha else ""))
     if not tests:  # group maps without a named test: their own descriptions
         text += [sidecar["Description"] for _, ents, sidecar in items

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from bids_encoding.analyses.group_stats import group_test
 from bids_encoding.bids_io.outputs import check_group_inputs, collect_participant_outputs
 from bids_encoding.options import GroupOptions, StatsOptions
 
-from ..conftest import run_cli, snapshot
+from ..conftest import run_cli, snapshot, validator_errors
 
 SPACE = "MNI152NLin2009cAsym"
 N_SUBJECTS = 8
@@ -310,3 +311,43 @@ def test_group_level_names_the_subject_whose_outputs_are_missing(five_subjects, 
     assert leaving_out.returncode == 0, leaving_out.stderr
     sidecar = json.loads((out / "group" / "task-faces_desc-faceVsScrambled_decoding.json").read_text())
     assert sidecar["Subjects"] == ["01", "02", "03", "05"]
+
+
+@pytest.mark.slow
+def test_group_level_tfce_writes_the_tfce_and_its_fwe_maps_and_the_report_names_it(five_subjects, tmp_path):
+    """--group-test tfce through the real CLI: the TFCE and pFWE maps beside t and p, sidecars that say how, tables
+    and time courses tested as before (and the log says so), a report that shows TFCE, valid BIDS."""
+    from bids_encoding.example import load_truth
+
+    bids, participant_out, _ = five_subjects
+    out = tmp_path / "out"
+    shutil.copytree(participant_out, out)
+    start = time.perf_counter()
+    result = run_cli(bids, out, "group", "-w", tmp_path / "work", "--group-test", "tfce", "--n-permutations", "100",
+                     "--seed", "7")
+    print(f"group level with --group-test tfce: {time.perf_counter() - start:.1f} s")
+    assert result.returncode == 0, result.stderr
+    prefix = out / "group" / f"task-lpp_space-{SPACE}_desc-wordrate_stat-"
+    for stat in ("rSquare", "t", "p", "tfce", "pFWE"):
+        assert Path(f"{prefix}{stat}_statmap.nii.gz").exists() and Path(f"{prefix}{stat}_statmap.json").exists()
+    sidecar = json.loads(Path(f"{prefix}pFWE_statmap.json").read_text())
+    assert sidecar["Test"] == "tfce" and sidecar["Correction"] == "FWE" and "maximum TFCE" in sidecar["TestDescription"]
+    assert sidecar["Permutations"] == 100 and sidecar["Seed"] == 7 and sidecar["NSubjects"] == 5
+    assert (sidecar["TFCE"]["E"], sidecar["TFCE"]["H"]) == (0.5, 2) and "face" in sidecar["TFCE"]["Connectivity"]
+    # the planted voxels lead the TFCE map and its corrected p (32 sign patterns: p cannot go far below 0.05)
+    truth = load_truth(bids, "01", "lpp")
+    mask = nib.load(participant_out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    planted, rest = truth["wordrate"] & mask, mask & ~np.any(list(truth.values()), axis=0)
+    tfce = nib.load(f"{prefix}tfce_statmap.nii.gz").get_fdata()
+    p_fwe = nib.load(f"{prefix}pFWE_statmap.nii.gz").get_fdata()
+    assert np.median(tfce[planted]) > np.percentile(tfce[rest], 99)
+    assert np.median(p_fwe[planted]) < np.percentile(p_fwe[rest], 5)
+    regions = pd.read_csv(f"{prefix.parent}/task-lpp_space-{SPACE}_desc-wordrate_regions.tsv", sep="\t")
+    assert "p_fwe" in regions.columns
+    assert "this table is tested with the max-t sign-flip test" in result.stderr
+    assert "this time course keeps its cluster permutation test" in result.stderr
+    report = (out / "group.html").read_text()
+    assert "TFCE" in report and "threshold-free cluster enhancement" in report
+    assert "E = 0.5, H = 2" in report  # the methods paragraph
+    errors = validator_errors(out)
+    assert not errors, errors[:5]

@@ -222,6 +222,30 @@ def test_group_report_shows_the_significant_voxels_and_only_the_kinds_present(tm
     assert "parametric test" in methods and "FDR-corrected at alpha 0.05" in methods and "4 subjects" in methods
 
 
+def test_group_report_under_tfce_shows_the_tfce_map_where_its_pfwe_passes_or_says_none_does(tmp_path):
+    """Two models tested with --group-test tfce: one with a planted cluster (the TFCE map shown where its pFWE is
+    below alpha, those voxels counted), one where nothing passes (a line says so)."""
+    from bids_encoding.analyses.group_stats import TFCE
+
+    brain = _brain()
+    significant = np.zeros(SHAPE, bool)
+    significant[5:8, 10:13, 8:11] = True  # 27 voxels, planted
+    tfce_sidecar = {**GROUP, "Test": "tfce", "Correction": "FWE", "Permutations": 100, "TFCE": TFCE,
+                    "TestDescription": "threshold-free cluster enhancement, FWE by the maximum TFCE"}
+    written = []
+    for desc, planted in (("wordrate", significant), ("wordlength", np.zeros(SHAPE, bool))):
+        entities = {"task": "lpp", "space": SPACE, "desc": desc}
+        for stat, values in (("rSquare", np.where(brain, 0.02, 0) + 0.06 * planted),
+                             ("t", np.where(brain, 1.0, 0) + 5 * planted), ("tfce", np.where(brain, 10.0, 0) + 500 * planted),
+                             ("pFWE", np.where(planted, 0.01, np.where(brain, 0.7, 1.0)))):
+            written.append(_write(tmp_path, {**entities, "stat": stat}, "statmap", ".nii.gz", tfce_sidecar, values=values))
+    text = write_group_report(tmp_path, written, 4).read_text(encoding="utf-8")
+    assert "desc-wordrate_stat-tfce_statmap.nii.gz</code>: TFCE where the FWE-corrected p &lt; 0.05" in text
+    assert "desc-wordlength_stat-tfce_statmap.nii.gz</code>: no voxel where the FWE-corrected p &lt; 0.05" in text
+    assert f"<td>{significant.sum()}</td>" in text
+    assert "TFCE test" in text and "E = 0.5, H = 2" in text and "100 permutations" in text
+
+
 def test_group_report_of_tables_only_has_no_figure_sections(tmp_path):
     scores = pd.DataFrame({"source": ["brain"], "measure": ["roc_auc"], "chance": [0.5], "n_subjects": [4],
                            "mean": [0.8], "sem": [0.02], "t": [15.0], "p_value": [0.0003], "p_fwe": [0.06]})

@@ -92,3 +92,18 @@ def test_bad_plugin_args_are_explained(dirs):
     bids, out = dirs
     with pytest.raises(UserError, match="not valid JSON"):
         configure([bids, out, "participant", "--nipype-plugin-args", "{nope"])
+
+
+def test_an_unknown_group_test_is_refused_naming_tfce_among_the_choices(dirs, tmp_path, capsys):
+    bids, out = dirs
+    with pytest.raises(SystemExit) as exited:
+        configure([bids, out, "group", "--group-test", "tfc"])
+    assert exited.value.code == 2
+    message = capsys.readouterr().err
+    assert "invalid choice: 'tfc'" in message and "'tfce'" in message
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("group_test: tfc\n")
+    with pytest.raises(UserError) as err:
+        configure([bids, out, "group", "--config", cfg])
+    assert "tfce" in err.value.message
+    assert configure([bids, out, "group", "--group-test", "tfce"]).group.group_test == "tfce"

@@ -1,0 +1,120 @@
+"""--group-test tfce on simulated subject maps with a known truth: a planted blob is found and the rest left
+alone, a weak but spatially extended blob is found where the voxel-wise max-t test misses most of it (the reason
+TFCE exists), and on null data the family-wise error rate stays near its nominal 5%."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_encoding.analyses.group_stats import TFCE, group_test
+from bids_encoding.bids_io.outputs import GroupInput
+from bids_encoding.derivatives import save_nifti
+from bids_encoding.errors import UserError
+from bids_encoding.options import GroupOptions, StatsOptions
+
+SHAPE = (12, 12, 12)  # 4 mm voxels
+AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
+GRID = np.indices(SHAPE).astype(float)
+CENTER = (np.array(SHAPE) - 1) / 2
+MASK = ((GRID - CENTER[:, None, None, None]) ** 2).sum(axis=0) <= 5.8 ** 2  # a ball of ~800 voxels
+NOISE_FWHM_VOXELS = 2.35  # Gaussian smoothing of sigma 1 voxel, as smooth as a mildly smoothed fMRI map
+
+
+def blob(sigma: float) -> np.ndarray:
+    """A Gaussian bump of height 1 at the centre of the volume, ``sigma`` in voxels."""
+    return np.exp(-((GRID - CENTER[:, None, None, None]) ** 2).sum(axis=0) / (2 * sigma ** 2))
+
+
+def smooth_noise(rng: np.random.Generator, n_subjects: int) -> np.ndarray:
+    """Subjects x volume of spatially smooth Gaussian noise with unit standard deviation in the mask."""
+    maps = ndimage.gaussian_filter(rng.standard_normal((n_subjects, *SHAPE)), sigma=(0, 1, 1, 1))
+    return maps / maps[:, MASK].std()
+
+
+def group_maps(maps: np.ndarray, folder: Path, test: str, n_permutations: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each subject's map written as a participant R² map (0 outside the mask, as the app writes them), the group
+    test run on them; its output maps by stat, and the sidecar of the corrected p under ``"sidecar"``."""
+    inputs, out = folder / "participants", folder / f"group-{test}"
+    inputs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
+    files = {}
+    for index, values in enumerate(maps):
+        files[f"{index + 1:02d}"] = path = inputs / f"sub-{index + 1:02d}_task-sim_desc-sim_stat-rSquare_statmap.nii.gz"
+        save_nifti(nib.Nifti1Image(np.where(MASK, values, 0).astype(np.float32), AFFINE), path)
+    group = GroupInput("map", "func", "statmap", {"task": "sim", "desc": "sim", "stat": "rSquare"}, files)
+    outputs = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=n_permutations, seed=seed))
+    maps_out: dict = {o.entities["stat"]: nib.load(o.in_file).get_fdata() for o in outputs}
+    maps_out["sidecar"] = next(o.metadata for o in outputs if o.entities["stat"] == "pFWE")
+    return maps_out
+
+
+def test_tfce_finds_a_planted_blob_and_little_outside_it(tmp_path):
+    """12 subjects, a blob 3 noise SDs high at its centre (1.5 at the edge of what counts as the blob)."""
+    rng = np.random.default_rng(0)
+    profile = blob(sigma=1.5)
+    inside, outside = (profile > 0.5) & MASK, (profile < 0.05) & MASK
+    result = group_maps(3.0 * profile + smooth_noise(rng, 12), tmp_path, "tfce", n_permutations=500)
+    assert set(result) == {"rSquare", "t", "p", "tfce", "pFWE", "sidecar"}
+    found = result["pFWE"] < 0.05
+    print(f"planted blob: TFCE pFWE < 0.05 in {found[inside].mean():.2f} of the blob ({inside.sum()} voxels), "
+          f"{found[outside].mean():.3f} of the voxels away from it ({outside.sum()})")
+    assert found[inside].mean() > 0.7 and found[outside].mean() < 0.01
+    assert np.all(result["tfce"][~MASK] == 0) and np.all(result["pFWE"][~MASK] == 1)
+    assert result["tfce"][inside].mean() > 10 * result["tfce"][outside].mean()  # the statistic map, not only its p
+    sidecar = result["sidecar"]
+    assert sidecar["Test"] == "tfce" and sidecar["Correction"] == "FWE" and sidecar["Permutations"] == 500
+    assert sidecar["TFCE"]["E"] == 0.5 and sidecar["TFCE"]["H"] == 2 and "TFCE" in sidecar["Description"]
+    assert "Connectivity" in sidecar["TFCE"] and sidecar["Seed"] == 0
+
+
+@pytest.mark.slow
+def test_tfce_finds_more_of_a_weak_extended_blob_than_max_t(tmp_path):
+    """16 subjects, a wide blob one noise SD high at its centre, five simulated data sets pooled: each voxel is too
+    weak for the max-t threshold, but its neighbours share the effect, which TFCE adds up."""
+    profile = blob(sigma=2.5)
+    inside = (profile > 0.5) & MASK
+    found = {"tfce": [], "permutation": []}
+    for seed in range(5):
+        maps = 1.0 * profile + smooth_noise(np.random.default_rng(seed), 16)
+        for test in found:
+            found[test].append(group_maps(maps, tmp_path / f"{seed}", test, n_permutations=100, seed=seed)["pFWE"][inside] < 0.05)
+    tfce, max_t = (float(np.mean(found[test])) for test in ("tfce", "permutation"))
+    print(f"weak extended blob ({inside.sum()} voxels, 5 data sets): pFWE < 0.05 in {tfce:.2f} of it with TFCE, "
+          f"{max_t:.2f} with max-t")
+    assert tfce > 0.25 and tfce > 2 * max_t + 0.05
+
+
+@pytest.mark.slow
+def test_tfce_keeps_the_family_wise_error_rate_on_null_data(tmp_path):
+    """60 null data sets (smooth noise, 12 subjects): the share with any voxel at pFWE < 0.05 estimates the FWE
+    rate. At the nominal 5%, 8 or more of 60 happen with probability 0.003 (binomial)."""
+    rng = np.random.default_rng(1)
+    repetitions, false_positives = 60, 0
+    for repetition in range(repetitions):
+        result = group_maps(smooth_noise(rng, 12), tmp_path / f"{repetition}", "tfce", n_permutations=100, seed=repetition)
+        false_positives += bool(np.any(result["pFWE"][MASK] < 0.05))
+    rate = false_positives / repetitions
+    print(f"null data: {false_positives} of {repetitions} data sets ({rate:.3f}) with a voxel at TFCE pFWE < 0.05")
+    assert rate <= 7 / repetitions
+
+
+def test_tfce_parameters_recorded_are_nilearns():
+    """The sidecars state E, H and the connectivity that nilearn uses (it does not let us choose them)."""
+    from nilearn.mass_univariate import _utils
+
+    defaults = inspect.signature(_utils.calculate_tfce).parameters
+    assert (defaults["E"].default, defaults["H"].default, defaults["dh"].default) == (TFCE["E"], TFCE["H"], "auto")
+    source = inspect.getsource(__import__("nilearn.mass_univariate.permuted_least_squares", fromlist=["x"]))
+    assert "generate_binary_structure(3, 1)" in source and "generate_binary_structure(3, 2)" not in source
+
+
+def test_an_unknown_group_test_names_tfce_among_the_choices():
+    with pytest.raises(UserError) as err:
+        GroupOptions(group_test="tfc")
+    assert "tfc" in err.value.message and "tfce" in err.value.fix
