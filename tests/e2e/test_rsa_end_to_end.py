@@ -141,3 +141,26 @@ def test_no_model(example_dataset, tmp_path, capsys):
     message = fails(capsys, example_dataset, tmp_path / "out", "--task", "faces", "--analysis", "rsa", "--roi",
                     str(atlas_path(example_dataset)), "--skip-bids-validation")
     assert "none was given" in message and "--rdm" in message
+
+
+def test_the_group_level_finds_the_planted_geometry_across_subjects(three_subject_dataset, tmp_path):
+    """Three subjects: the latent sphere's scores are above 0 across subjects (a t-test: three subjects' sign flips
+    cannot reach 0.05), and its noise ceiling across their RDMs is positive."""
+    out = tmp_path / "out"
+    model = latent_rdm(three_subject_dataset, tmp_path / "latent.tsv")
+    result = run_cli(three_subject_dataset, out, "participant", "--task", "faces", "-d",
+                     three_subject_dataset / "derivatives" / "fmriprep", "--analysis", "rsa", "--n-permutations", "0",
+                     "--atlas", atlas_path(three_subject_dataset), "--rdm", f"latent={model}",
+                     "--skip-bids-validation", "--n-cpus", "2")
+    assert result.returncode == 0, result.stderr
+    result = run_cli(three_subject_dataset, out, "group", "--group-test", "parametric")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out / "group" / f"task-faces_space-{SPACE}_desc-rsa_scores.tsv", sep="\t")
+    table = table.set_index(["region", "model"])
+    latent = table.loc[("latentSphere", "latent")]
+    print(f"group: latent sphere mean rho {latent['mean']:.3f}, p_fdr {latent['p_fdr']:.4f}, noise ceiling "
+          f"{latent['noise_ceiling_lower']:.3f}-{latent['noise_ceiling_upper']:.3f}")
+    assert latent["p_fdr"] < 0.05 and latent["n_subjects"] == 3
+    assert 0 < latent["noise_ceiling_lower"] <= latent["noise_ceiling_upper"]
+    assert table.loc[("wordrateSphere", "latent"), "p_fdr"] > 0.05
+    assert not validator_errors(out)
