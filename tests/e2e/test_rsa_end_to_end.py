@@ -110,6 +110,18 @@ def test_the_report_shows_the_rdms_and_scores(analysed):
     assert list((analysed / "sub-01" / "figures").glob("*latentSphere_rdm*.png"))
 
 
+def test_the_planted_region_given_as_roi_with_correlation_distance_and_tau_a(example_dataset, tmp_path):
+    roi = example_dataset / "sourcedata" / "groundtruth" / "sub-01_task-faces_desc-latent_mask.nii.gz"
+    result = rsa(example_dataset, tmp_path / "out", "--roi", roi, "--distance", "correlation", "--comparison", "tau-a",
+                 "--rdm", f"latent={latent_rdm(example_dataset, tmp_path / 'latent.tsv')}")
+    assert result.returncode == 0, result.stderr
+    row = scores(tmp_path / "out").loc[("roi", "latent")]
+    print(f"latent mask (--roi), correlation distance, tau-a: {row['score']:.3f}, p {row['p_value']:.4f}")
+    assert row["score"] > 0 and row["p_value"] < 0.05
+    sidecar = json.loads((tmp_path / "out" / f"{PREFIX}_desc-roi_rdm.json").read_text())
+    assert sidecar["Distance"]["Name"] == "correlation" and sidecar["RegionOfInterest"] == str(roi)
+
+
 # --------------------------------------------------------------------------- user errors
 
 
