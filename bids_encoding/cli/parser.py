@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--classifier", choices=CLASSIFIERS, default=default(DecodingOptions, "classifier"),
                         help="scaled logistic regression or linear SVM, leave-one-run-out")
     decode.add_argument("--n-permutations", type=int, default=default(StatsOptions, "n_permutations"), metavar="N",
-                        help="label permutations (within runs) for the p-value; 0 for none")
+                        help="permutations for the p-values (decoding: labels within runs; RSA: the conditions); 0 for "
+                             "none")
     decode.add_argument("--searchlight-radius", type=float, default=default(DecodingOptions, "searchlight_radius"),
                         metavar="MM",
                         help="radius of the searchlight spheres in mm")
