@@ -153,7 +153,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         )
     sections = {name: section_from_args(cls, args) for name, cls in (
         ("fmri", FMRIOptions), ("encoding", EncodingOptions), ("decoding", DecodingOptions),
-        ("embedding", EmbeddingOptions), ("rsa", RSAOptions), ("meeg", MEEGOptions), ("group", GroupOptions), ("stats", StatsOptions))}
+        ("embedding", EmbeddingOptions), ("rsa", RSAOptions), ("meeg", MEEGOptions), ("group", GroupOptions),
+        ("stats", StatsOptions))}
     n_cpus = int(args.n_cpus or 1)
     if n_cpus < 1:
         raise UserError(f"--n-cpus must be at least 1, not {n_cpus}", fix="Give a positive number of processes")

@@ -181,5 +181,6 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
         **column_descriptions(SCORE_COLUMNS), **description,
         "Regions": {r.label: {"Name": r.name, "NVoxels": int(r.voxels.sum())} for r in found},
         "Models": {name: options.models.get(name, "feature space") for name in models},
-        "BrainMask": brain.describe(), "Sources": sources + [str(f) for g in _feature_groups(feature_files) for f in g]}))
+        "BrainMask": brain.describe(),
+        "Sources": sources + [str(f) for group in _feature_groups(feature_files) for f in group]}))
     return outputs
