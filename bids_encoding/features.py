@@ -228,3 +228,12 @@ def trial_features(feature_file: Path, events_file: Path, column: str,
                             path=feature_file, fix="Give the features extracted from this run's events")
         rows.append(nearest)
     return {label: np.asarray(values_, float)[rows] for label, values_ in features.spaces.items()}
+
+
+def groups(feature_files) -> list[list[Path]]:
+    """Feature files as one list per extractor: an analysis is given one list of per-run files, or several."""
+    if not feature_files:
+        return []
+    if isinstance(feature_files[0], (str, Path)):
+        return [[Path(f) for f in feature_files]]
+    return [[Path(f) for f in group] for group in feature_files]

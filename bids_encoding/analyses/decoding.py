@@ -92,14 +92,6 @@ def decode_features(feature_files: list[Path], events_files: list[Path],
     return scores
 
 
-def _feature_groups(feature_files) -> list[list[Path]]:
-    if not feature_files:
-        return []
-    if isinstance(feature_files[0], (str, Path)):
-        return [list(feature_files)]
-    return [list(group) for group in feature_files]
-
-
 def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[float], out_dir: Path,
                  mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
                  feature_files: Sequence[Path] | Sequence[Sequence[Path]] | None = None,
@@ -125,7 +117,7 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
                         fix="Give two or more runs of the task, or run encoding instead of --decode")
     out_dir = Path(out_dir)
     feature_rows, feature_sources = [], []
-    for group in _feature_groups(feature_files):  # cheap, and checks the feature files before the BOLD is read
+    for group in feature_store.groups(feature_files):  # cheap, and checks the feature files before the BOLD is read
         feature_rows += [scores.row(name) for name, scores in decode_features(group, events_files, options, stats).items()]
         feature_sources += [str(f) for f in group]
     none = [None] * len(bold_files)

@@ -118,14 +118,6 @@ def regions(brain: BrainMask, fmri: FMRIOptions) -> list[Region]:
 # --------------------------------------------------------------------------- the analysis
 
 
-def _feature_groups(feature_files) -> list[list[Path]]:
-    if not feature_files:
-        return []
-    if isinstance(feature_files[0], (str, Path)):
-        return [[Path(f) for f in feature_files]]
-    return [[Path(f) for f in group] for group in feature_files]
-
-
 def rdm_output(rdm: np.ndarray, conditions: list[str], region: Region, out_dir: Path,
                metadata: dict[str, Any]) -> Output:
     """A region's RDM as a square TSV whose header (and row order) is the conditions."""
@@ -153,7 +145,7 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
     check_rsa_region(fmri)
     conditions = task_conditions(events_files, options.conditions)
     models = {name: read_model_rdm(name, path, conditions) for name, path in options.models.items()}
-    for group in _feature_groups(feature_files):  # cheap, and checks the features before the BOLD is read
+    for group in feature_store.groups(feature_files):  # cheap, and checks the features before the BOLD is read
         models.update(feature_rdms(group, events_files, options.conditions, conditions))
     if not models:
         raise UserError("RSA compares the brain's RDMs with models, and none was given",
@@ -182,5 +174,5 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
         "Regions": {r.label: {"Name": r.name, "NVoxels": int(r.voxels.sum())} for r in found},
         "Models": {name: options.models.get(name, "feature space") for name in models},
         "BrainMask": brain.describe(),
-        "Sources": sources + [str(f) for group in _feature_groups(feature_files) for f in group]}))
+        "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]}))
     return outputs
