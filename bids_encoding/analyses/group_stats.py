@@ -189,7 +189,8 @@ def _subjects(group: GroupInput) -> dict[str, Any]:
 
 def _participant_model(sidecar: dict[str, Any]) -> dict[str, Any]:
     """What the participant level fitted (its model description and CV scheme), carried into the group sidecar."""
-    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest")
+    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest",
+            "ConditionColumn", "Distance", "Comparison")
     return {"ParticipantLevel": {k: sidecar[k] for k in keys if k in sidecar}}
 
 

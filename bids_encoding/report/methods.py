@@ -227,6 +227,8 @@ def _kind(ents: dict, sidecar: dict) -> str:
     """What a group output holds, in words."""
     if ents["suffix"] == "statmap":
         return "maps"
+    if ents["suffix"] == "scores":
+        return "RSA scores"
     return "decoding over time" if "Clusters" in sidecar else f"{ents['suffix']} scores"
 
 

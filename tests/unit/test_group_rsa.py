@@ -50,6 +50,7 @@ def tested(tmp_path) -> pd.DataFrame:
     outputs = group_test(inputs[0], tmp_path / "group", GroupOptions(), StatsOptions(n_permutations=1000))
     (output,) = outputs
     assert "noise_ceiling_lower" in output.metadata and output.metadata["NSubjects"] == N_SUBJECTS
+    assert output.metadata["ParticipantLevel"]["Comparison"] == {"Name": "spearman"}
     return pd.read_csv(output.in_file, sep="\t").set_index("region")
 
 
