@@ -174,5 +174,6 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
         "Regions": {r.label: {"Name": r.name, "NVoxels": int(r.voxels.sum())} for r in found},
         "Models": {name: options.models.get(name, "feature space") for name in models},
         "BrainMask": brain.describe(),
-        "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]}))
+        "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]
+        + list(options.models.values())}))
     return outputs

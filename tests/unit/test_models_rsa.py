@@ -53,6 +53,7 @@ def test_crossrun_correlation_distance_by_its_definition():
     assert rdm[i, j] == pytest.approx(expected) and rdm[j, i] == pytest.approx(expected) and rdm[i, i] == 0
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # rsatoolbox casts NaN into its descriptors
 def test_the_rdms_and_comparisons_equal_rsatoolbox():
     from rsatoolbox.data import Dataset
     from rsatoolbox.rdm import RDMs, calc_rdm, compare
