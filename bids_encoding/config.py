@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import UserError
 from .options import (DecodingOptions, EmbeddingOptions, EncodingOptions, FMRIOptions, GroupOptions, MEEGOptions,
-                      Section, StatsOptions)
+                      RSAOptions, Section, StatsOptions, check_rsa_region)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class RunConfig:
     encoding: EncodingOptions = EncodingOptions()
     decoding: DecodingOptions = DecodingOptions()
     embedding: EmbeddingOptions = EmbeddingOptions()
+    rsa: RSAOptions = RSAOptions()
     meeg: MEEGOptions = MEEGOptions()
     group: GroupOptions = GroupOptions()
     stats: StatsOptions = StatsOptions()
@@ -152,7 +153,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         )
     sections = {name: section_from_args(cls, args) for name, cls in (
         ("fmri", FMRIOptions), ("encoding", EncodingOptions), ("decoding", DecodingOptions),
-        ("embedding", EmbeddingOptions), ("meeg", MEEGOptions), ("group", GroupOptions), ("stats", StatsOptions))}
+        ("embedding", EmbeddingOptions), ("rsa", RSAOptions), ("meeg", MEEGOptions), ("group", GroupOptions),
+        ("stats", StatsOptions))}
     n_cpus = int(args.n_cpus or 1)
     if n_cpus < 1:
         raise UserError(f"--n-cpus must be at least 1, not {n_cpus}", fix="Give a positive number of processes")
@@ -165,9 +167,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             plugin_args.setdefault("memory_gb", mem_gb)
     if args.analysis == "decoding" and not args.decode:
         raise UserError("--analysis decoding needs a contrast to decode", fix="Add e.g. --decode trial_type=face,scrambled")
-    if args.analysis == "embedding" and args.datatype in ("eeg", "meg"):
-        raise UserError(f"--analysis embedding works on fMRI only, not on --datatype {args.datatype}",
+    if args.analysis in ("embedding", "rsa") and args.datatype in ("eeg", "meg"):
+        raise UserError(f"--analysis {args.analysis} works on fMRI only, not on --datatype {args.datatype}",
                         fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
+    if args.analysis == "rsa" and args.analysis_level == "participant":
+        check_rsa_region(sections["fmri"])
+        if not args.features and not sections["rsa"].rdm:
+            raise UserError("--analysis rsa compares the brain's RDMs with models, and none was given",
+                            fix="Give feature extractors with --features, or model RDMs with --rdm NAME=FILE.tsv")
     work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
     if _writes_into_input(work_dir, bids_dir):
         raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,

@@ -106,8 +106,8 @@ def software_versions() -> dict[str, str]:
 
 
 # Files the BIDS validator's schema does not cover yet: reports and their figures, statistical
-# maps (BEP041 names, as fitlins writes them), latent time series and embedders' weights. The rest
-# (masks, stimulus features, dataset_description) is validated.
+# maps (BEP041 names, as fitlins writes them), latent time series, embedders' weights, RSA's RDMs
+# and scores. The rest (masks, stimulus features, dataset_description) is validated.
 BIDSIGNORE = """*.html
 **/figures
 *_statmap.nii.gz
@@ -126,6 +126,10 @@ BIDSIGNORE = """*.html
 *_trf.json
 *_ave.fif
 *_ave.json
+*_rdm.tsv
+*_rdm.json
+*_scores.tsv
+*_scores.json
 group
 """
 

@@ -24,10 +24,11 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .contrasts import contrast_events
 from .errors import UserError
 from .locks import exclusive
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
@@ -206,3 +207,33 @@ def load(path: Path) -> tuple[FeatureSet, dict[str, Any]]:
         spaces = {key[len("space_"):]: data[key] for key in data.files if key.startswith("space_")}
         features = FeatureSet(onset=data["onset"], duration=data["duration"], spaces=spaces, columns=meta["columns"])
     return features, meta["provenance"]
+
+
+def trial_features(feature_file: Path, events_file: Path, column: str,
+                   values: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Each feature space's rows for the trials of one run (matched by onset), trials x features.
+
+    The trials are the events of ``column`` whose value is one of ``values`` (every event with a value when
+    ``values`` is None), in onset order, as :func:`~bids_encoding.contrasts.contrast_events` labels them.
+    """
+    features, _ = load(feature_file)
+    events = contrast_events(events_file, column, values)
+    onsets = events.loc[events["label"] != "", "onset"].to_numpy(float)
+    rows = []
+    for onset in onsets:
+        distance = np.abs(np.asarray(features.onset, float) - onset)
+        nearest = int(np.argmin(distance)) if len(distance) else -1
+        if nearest < 0 or distance[nearest] > 1e-3:
+            raise UserError(f"no feature row has the onset of the trial at {onset:g} s of {Path(events_file).name}",
+                            path=feature_file, fix="Give the features extracted from this run's events")
+        rows.append(nearest)
+    return {label: np.asarray(values_, float)[rows] for label, values_ in features.spaces.items()}
+
+
+def groups(feature_files) -> list[list[Path]]:
+    """Feature files as one list per extractor: an analysis is given one list of per-run files, or several."""
+    if not feature_files:
+        return []
+    if isinstance(feature_files[0], (str, Path)):
+        return [[Path(f) for f in feature_files]]
+    return [[Path(f) for f in group] for group in feature_files]

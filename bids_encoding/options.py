@@ -10,6 +10,8 @@ runs. Nipype nodes receive sections as plain dicts (:func:`pack`) and rebuild th
 * :class:`FMRIOptions`: how BOLD is read (confounds, HRF, region images), for every fMRI analysis;
 * :class:`DecodingOptions`: what is decoded and how, for fMRI decoding, the evaluation of
   embeddings and EEG/MEG decoding over time;
+* :class:`RSAOptions`: the conditions, distance, comparison and external RDMs of
+  representational similarity analysis;
 * :class:`StatsOptions`: the seed of every random step and the number of permutations of
   every permutation test.
 
@@ -19,6 +21,7 @@ Adding an option to a stage is a field here and a line in ``cli/parser.py``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -31,6 +34,8 @@ RESPONSES = ("lss", "peak")
 CLASSIFIERS = ("logistic", "svm")
 SAMPLES = ("trials", "trs")
 GROUP_TESTS = ("permutation", "parametric", "tfce")
+DISTANCES = ("crossnobis", "correlation")
+COMPARISONS = ("spearman", "tau-a", "whitened")
 
 
 def parse_contrast(spec: str) -> tuple[str, tuple[str, str]]:
@@ -172,6 +177,41 @@ class EmbeddingOptions(Section):
             raise UserError("no embedder was named", fix="Name one with --embedder, e.g. --embedder sae:latents=16")
 
 
+def parse_rdm(spec: str) -> tuple[str, str]:
+    """``"animacy=animacy.tsv"`` -> ``("animacy", "animacy.tsv")``: an external model RDM's name and file."""
+    fix = "Write it as NAME=FILE.tsv, e.g. --rdm animacy=animacy_rdm.tsv (NAME: letters and digits)"
+    name, sep, path = str(spec).partition("=")
+    if not sep or not name.strip() or not name.strip().isalnum() or not path.strip():
+        raise UserError(f"--rdm '{spec}' is not NAME=FILE with an alphanumeric name", fix=fix)
+    if not Path(path.strip()).expanduser().is_file():
+        raise UserError(f"the model RDM file of --rdm {name.strip()} does not exist", path=path.strip(), fix=fix)
+    return name.strip(), str(Path(path.strip()).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class RSAOptions(Section):
+    """Representational similarity analysis: which conditions, which brain distance, which comparison."""
+
+    conditions: str = "stim_file"  # the events column whose values are the conditions (one per stimulus)
+    distance: str = "crossnobis"  # crossvalidated across runs: "crossnobis" or "correlation"
+    comparison: str = "spearman"  # of brain and model RDMs: "spearman", "tau-a" or "whitened"
+    rdm: tuple[str, ...] = ()  # external model RDMs, NAME=FILE.tsv
+
+    def check(self) -> None:
+        _check_choice(self.distance, DISTANCES, "RDM distance")
+        _check_choice(self.comparison, COMPARISONS, "RDM comparison")
+        if not str(self.conditions).strip():
+            raise UserError("--conditions names no events column", fix="e.g. --conditions stim_file")
+        names = [parse_rdm(spec)[0] for spec in self.rdm]
+        if len(set(names)) < len(names):
+            raise UserError(f"two --rdm models share a name ({', '.join(names)})", fix="Give each model its own NAME")
+
+    @property
+    def models(self) -> dict[str, str]:
+        """The external model RDMs' files by name."""
+        return dict(parse_rdm(spec) for spec in self.rdm)
+
+
 @dataclass(frozen=True)
 class MEEGOptions(Section):
     """EEG/MEG preprocessing, epochs and temporal response functions."""
@@ -261,8 +301,16 @@ def check_region(embedding: EmbeddingOptions, fmri: FMRIOptions) -> None:
         raise UserError("--roi and --region both choose the region", fix="Give one of them")
 
 
+def check_rsa_region(fmri: FMRIOptions) -> None:
+    """RSA compares regions' geometries: it needs an atlas (each label a region) or one region image."""
+    if not fmri.atlas and not fmri.roi:
+        raise UserError("--analysis rsa needs regions whose RDMs to compute, and neither --atlas nor --roi was given",
+                        fix="Give a label image with --atlas (one RDM per label) or a mask image with --roi")
+
+
 SECTIONS: dict[str, type[Section]] = {cls.__name__: cls for cls in (
-    FMRIOptions, EncodingOptions, DecodingOptions, EmbeddingOptions, MEEGOptions, GroupOptions, StatsOptions)}
+    FMRIOptions, EncodingOptions, DecodingOptions, EmbeddingOptions, RSAOptions, MEEGOptions, GroupOptions,
+    StatsOptions)}
 
 
 def default(section: type[Section], name: str) -> Any:

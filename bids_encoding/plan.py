@@ -21,9 +21,10 @@ from .bids_io import (BoldRun, MEEGRun, Run, check_dataset, check_same_grid, col
                       datatypes_present, load_layout, validate_dataset)
 from .bids_io.outputs import GroupInput, check_group_inputs, collect_participant_outputs
 from .config import RunConfig
+from .contrasts import read_model_rdm, task_conditions
 from .derivatives import dataset_links
 from .errors import UserError
-from .options import check_region, parse_contrast
+from .options import RSAOptions, check_region, parse_contrast
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
 from .stimuli import read_events
 
@@ -45,7 +46,7 @@ class TaskPlan:
 
     subject: str
     task: str
-    analysis: str  # "encoding", "decoding", "embedding" (fMRI); "time_decoding", "trf" (EEG/MEG)
+    analysis: str  # "encoding", "decoding", "embedding", "rsa" (fMRI); "time_decoding", "trf" (EEG/MEG)
     runs: tuple[Run, ...]
     models: tuple[tuple[str, Registered], ...] = ()  # (spec, plugin) of each feature extractor
 
@@ -160,8 +161,8 @@ def subject_runs(config: RunConfig, layout, subject: str) -> list[Run]:
     if datatype == "func":
         return collect_bold_runs(layout, subject, tasks=config.task, sessions=config.session, runs=config.run,
                                  space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
-    if config.analysis == "embedding":
-        raise UserError(f"sub-{subject} has no BOLD runs, and --analysis embedding works on fMRI only",
+    if config.analysis in ("embedding", "rsa"):
+        raise UserError(f"sub-{subject} has no BOLD runs, and --analysis {config.analysis} works on fMRI only",
                         path=config.bids_dir, fix="Use --analysis encoding or decoding on EEG/MEG recordings")
     if subject not in layout.get_subjects():
         raise UserError(f"subject '{subject}' is not in the dataset (subjects: {', '.join(layout.get_subjects())})",
@@ -178,6 +179,8 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
         by_task.update({task: [] for task in decoding_tasks(runs, config.decoding.decode)})
     if config.analysis == "embedding":
         by_task.update({task: [] for task in embedding_tasks(runs, config.decoding.decode, config.embedding.samples)})
+    if config.analysis == "rsa":
+        by_task.update({task: [] for task in rsa_tasks(runs, config.rsa)})
     for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding"):
         if config.analysis == "encoding" or task in by_task:
             by_task[task].append((spec, entry))
@@ -247,6 +250,24 @@ def embedding_tasks(runs: list[Run], contrast: str, samples: str) -> list[str]:
     if not found:
         raise UserError("trial samples need a trial_type column in the events, and no selected task has one",
                         path=runs[0].events, fix="Name the column with --decode COLUMN=A,B, or embed volumes with --samples trs")
+    return found
+
+
+def rsa_tasks(runs: list[Run], options: RSAOptions) -> list[str]:
+    """The tasks whose events hold the conditions column, each checked now: enough conditions, each in two runs,
+    and every --rdm file's labels those conditions."""
+    found = []
+    for task, task_runs in runs_by_task(runs).items():
+        if options.conditions not in read_events(task_runs[0].events).columns:
+            continue
+        conditions = task_conditions([r.events for r in task_runs], options.conditions)
+        for name, path in options.models.items():
+            read_model_rdm(name, path, conditions)
+        found.append(task)
+    if not found:
+        raise UserError(f"no selected task's events have a {options.conditions} column, whose values are RSA's "
+                        f"conditions (tasks: {', '.join(sorted(runs_by_task(runs)))})", path=runs[0].events,
+                        fix="Name the events column of the conditions with --conditions, or select another --task")
     return found
 
 

@@ -64,22 +64,6 @@ def describe(options: DecodingOptions, fmri: FMRIOptions, stats: StatsOptions) -
             "Confounds": list(fmri.confounds) or None, "RegionOfInterest": fmri.roi, "Seed": stats.seed}
 
 
-def feature_trials(feature_file: Path, events_file: Path, column: str, values: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each feature space's rows for the contrast's trials of one run (matched by onset), trials x features."""
-    features, _ = feature_store.load(feature_file)
-    events = contrast_events(events_file, column, values)
-    onsets = events.loc[events["label"] != "", "onset"].to_numpy(float)
-    rows = []
-    for onset in onsets:
-        distance = np.abs(np.asarray(features.onset, float) - onset)
-        nearest = int(np.argmin(distance)) if len(distance) else -1
-        if nearest < 0 or distance[nearest] > 1e-3:
-            raise UserError(f"no feature row has the onset of the trial at {onset:g} s of {Path(events_file).name}",
-                            path=feature_file, fix="Give the features extracted from this run's events")
-        rows.append(nearest)
-    return {label: np.asarray(values_, float)[rows] for label, values_ in features.spaces.items()}
-
-
 def decode_features(feature_files: list[Path], events_files: list[Path],
                     options: DecodingOptions, stats: StatsOptions = StatsOptions()) -> dict[str, DecodingScores]:
     """The same classifier and cross-validation on each feature space of one extractor (one file per run).
@@ -92,7 +76,7 @@ def decode_features(feature_files: list[Path], events_files: list[Path],
                         fix="Give one feature file per run, in the order of the runs")
     _, provenance = feature_store.load(feature_files[0])
     extractor = (provenance.get("Plugin") or {}).get("Name") or "features"
-    per_run = [feature_trials(f, e, column, values) for f, e in zip(feature_files, events_files)]
+    per_run = [feature_store.trial_features(f, e, column, values) for f, e in zip(feature_files, events_files)]
     labels, runs = [], []
     for run, events_file in enumerate(events_files):
         events = contrast_events(events_file, column, values)
@@ -106,14 +90,6 @@ def decode_features(feature_files: list[Path], events_files: list[Path],
             X, np.asarray(labels), np.asarray(runs), classifier=options.classifier,
             n_permutations=stats.n_permutations, seed=stats.seed, n_jobs=options.n_jobs)
     return scores
-
-
-def _feature_groups(feature_files) -> list[list[Path]]:
-    if not feature_files:
-        return []
-    if isinstance(feature_files[0], (str, Path)):
-        return [list(feature_files)]
-    return [list(group) for group in feature_files]
 
 
 def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[float], out_dir: Path,
@@ -141,7 +117,7 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
                         fix="Give two or more runs of the task, or run encoding instead of --decode")
     out_dir = Path(out_dir)
     feature_rows, feature_sources = [], []
-    for group in _feature_groups(feature_files):  # cheap, and checks the feature files before the BOLD is read
+    for group in feature_store.groups(feature_files):  # cheap, and checks the feature files before the BOLD is read
         feature_rows += [scores.row(name) for name, scores in decode_features(group, events_files, options, stats).items()]
         feature_sources += [str(f) for f in group]
     none = [None] * len(bold_files)

@@ -9,9 +9,11 @@ its test, each from the library made for it:
   enhancement of the t map) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
 * EEG/MEG decoding over time: the mean AUC with a t confidence band and mne's
   cluster permutation test over time;
-* tables (whole-pattern decoding, region summaries, TRF scores per channel): one row
-  per decoder, region or channel, tested with mne's max-t permutation test (FWE over
-  rows; also under ``tfce``, since rows have no neighbours to enhance) or t-tests with FDR.
+* tables (whole-pattern decoding, region summaries, TRF scores per channel, RSA scores):
+  one row per decoder, region, channel or region and model, tested with mne's max-t
+  permutation test (FWE over rows; also under ``tfce``, since rows have no neighbours to
+  enhance) or t-tests with FDR. RSA's rows also get each region's noise ceiling across
+  the subjects' RDMs.
 
 Every test is of the effect above chance (0 for R² and correlations, the
 sidecar's chance level for accuracies and AUCs), one-sided.
@@ -38,6 +40,7 @@ from scipy import stats
 from ..bids_io.outputs import MAP_STATS, TABLE_KINDS, GroupInput
 from ..derivatives import Output, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
+from ..models.rsa import NOISE_CEILING_DESCRIPTION, noise_ceiling
 from ..options import GroupOptions, StatsOptions
 
 GROUP_TESTS = {
@@ -219,7 +222,8 @@ def _subjects(group: GroupInput) -> dict[str, Any]:
 
 def _participant_model(sidecar: dict[str, Any]) -> dict[str, Any]:
     """What the participant level fitted (its model description and CV scheme), carried into the group sidecar."""
-    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest")
+    keys = ("Model", "CrossValidation", "Classifier", "Contrast", "Metric", "Searchlight", "RegionOfInterest",
+            "ConditionColumn", "Distance", "Comparison")
     return {"ParticipantLevel": {k: sidecar[k] for k in keys if k in sidecar}}
 
 
@@ -316,7 +320,10 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     summary = rows.reset_index().assign(n_subjects=len(subjects), mean=rows.mean(axis=1).to_numpy(),
                                         sem=stats.sem(rows.to_numpy(float), axis=1), t=t, p_value=p,
                                         **{column: corrected})
-    ordered = [*table_kind.keys, "measure", "chance", "n_subjects", "mean", "sem", "t", "p_value", column,
+    ceiling = list(RSA_CEILING) if group.suffix == "scores" else []
+    if ceiling:
+        summary = summary.merge(rsa_noise_ceiling(group, sorted(set(summary["region"]))), on="region", how="left")
+    ordered = [*table_kind.keys, "measure", "chance", "n_subjects", "mean", "sem", "t", "p_value", column, *ceiling,
                *[f"sub-{s}" for s in subjects]]
     path = Path(out_dir) / f"{group.name}_{group.suffix}.tsv"
     write_tsv(summary[ordered], path)
@@ -324,11 +331,39 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
                "n_subjects": "subjects in the test", "mean": "mean across subjects", "sem": "standard error of that mean",
                "t": "one-sample t statistic above chance", "p_value": "one-sided p-value of that t (uncorrected)",
                column: f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the rows",
-               "sub-<label>": "each subject's value"}
+               **{name: RSA_CEILING[name] for name in ceiling}, "sub-<label>": "each subject's value"}
     metadata = {**column_descriptions(columns), **_flag_constant(int(constant.sum()), len(rows), "rows", group),
                 **_subjects(group), **describe(options, inference),
                 **_participant_model(_sidecar(group.files[subjects[0]]))}
     return [Output(in_file=str(path), suffix=group.suffix, entities=group.entities, metadata=metadata)]
+
+
+RSA_CEILING = {"noise_ceiling_lower": f"lower bound of the region's noise ceiling, {NOISE_CEILING_DESCRIPTION}",
+               "noise_ceiling_upper": "upper bound of the region's noise ceiling (see noise_ceiling_lower)"}
+
+
+def rsa_noise_ceiling(group: GroupInput, regions: list[str]) -> pd.DataFrame:
+    """Each region's noise ceiling from every subject's ``desc-<region>_rdm.tsv``, written beside its RSA scores,
+    by the comparison the scores used."""
+    comparison = _sidecar(next(iter(group.files.values()))).get("Comparison", {}).get("Name", "spearman")
+    rows = []
+    for region in regions:
+        rdms, labels = [], None
+        for subject, scores in sorted(group.files.items()):
+            path = scores.with_name(scores.name.replace(f"desc-{group.entities['desc']}_scores", f"desc-{region}_rdm"))
+            if not path.exists():
+                raise UserError(f"sub-{subject}'s RSA scores have no RDM of region {region} beside them", path=path,
+                                fix="Rerun the participant level for this subject")
+            table = pd.read_csv(path, sep="\t")
+            if labels is not None and list(table.columns) != labels:
+                raise UserError(f"sub-{subject}'s RDM of region {region} has other conditions than the first "
+                                "subject's, so the subjects' RDMs cannot be compared", path=path,
+                                fix="Run every subject with the same --conditions on the same stimuli")
+            labels = list(table.columns)
+            rdms.append(table.to_numpy(float))
+        lower, upper = noise_ceiling(np.stack(rdms), comparison)
+        rows.append({"region": region, "noise_ceiling_lower": lower, "noise_ceiling_upper": upper})
+    return pd.DataFrame(rows)
 
 
 TESTS = {"map": map_test, "time": time_test, "table": table_test}

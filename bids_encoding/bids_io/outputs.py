@@ -33,6 +33,7 @@ class TableKind:
 TABLE_KINDS = {
     ("func", "decoding"): TableKind(keys=("source",), measures=("balanced_accuracy", "roc_auc"), chance_column="chance"),
     ("func", "regions"): TableKind(keys=("index", "name"), measures=("mean_r2",)),
+    ("func", "scores"): TableKind(keys=("region", "model"), measures=("score",)),  # RSA, against 0
     ("eeg", "encoding"): TableKind(keys=("channel",), measures=("r",)),
     ("meg", "encoding"): TableKind(keys=("channel",), measures=("r",)),
 }

@@ -21,11 +21,11 @@ import yaml
 
 from .. import __version__
 from ..errors import UserError
-from ..options import (BACKENDS, CLASSIFIERS, CONFOUNDS_MODES, DESIGNS, GROUP_TESTS, HRF_MODELS, RESPONSES, SAMPLES,
-                       DecodingOptions, EmbeddingOptions, EncodingOptions, FMRIOptions, GroupOptions, MEEGOptions,
-                       StatsOptions, default)
+from ..options import (BACKENDS, CLASSIFIERS, COMPARISONS, CONFOUNDS_MODES, DESIGNS, DISTANCES, GROUP_TESTS, HRF_MODELS,
+                       RESPONSES, SAMPLES, DecodingOptions, EmbeddingOptions, EncodingOptions, FMRIOptions,
+                       GroupOptions, MEEGOptions, RSAOptions, StatsOptions, default)
 
-ANALYSES = ("encoding", "decoding", "embedding")
+ANALYSES = ("encoding", "decoding", "embedding", "rsa")
 LEVELS = ("participant", "group")
 COMMANDS = ("plugins", "example", "demo")
 
@@ -50,6 +50,12 @@ def _existing_file(value: str) -> Path:
 
 def _absolute(value: str) -> Path:
     return Path(value).expanduser().resolve()
+
+
+def _model_rdm(value: str) -> str:
+    """``NAME=FILE`` with FILE made absolute (nodes run in their own folders)."""
+    name, sep, path = value.partition("=")
+    return f"{name}={_absolute(path)}" if sep and path.strip() else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--classifier", choices=CLASSIFIERS, default=default(DecodingOptions, "classifier"),
                         help="scaled logistic regression or linear SVM, leave-one-run-out")
     decode.add_argument("--n-permutations", type=int, default=default(StatsOptions, "n_permutations"), metavar="N",
-                        help="label permutations (within runs) for the p-value; 0 for none")
+                        help="permutations for the p-values (decoding: labels within runs; RSA: the conditions); 0 for "
+                             "none")
     decode.add_argument("--searchlight-radius", type=float, default=default(DecodingOptions, "searchlight_radius"),
                         metavar="MM",
                         help="radius of the searchlight spheres in mm")
@@ -138,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--region", metavar="LABEL",
                        help="an --atlas label (name from its TSV, or index): the region embedded (or give --roi; "
                             "default: the brain mask)")
+    rsa = parser.add_argument_group("representational similarity (--analysis rsa, with --atlas or --roi)")
+    rsa.add_argument("--conditions", default=default(RSAOptions, "conditions"), metavar="COLUMN",
+                     help="the events column whose values are the conditions of the RDMs (one per stimulus by default)")
+    rsa.add_argument("--distance", choices=DISTANCES, default=default(RSAOptions, "distance"),
+                     help="brain RDMs, crossvalidated across runs: crossnobis (squared Euclidean, the difference in "
+                          "one run times that in another) or correlation distance across runs")
+    rsa.add_argument("--comparison", choices=COMPARISONS, default=default(RSAOptions, "comparison"),
+                     help="how brain and model RDMs are compared (their upper triangles)")
+    rsa.add_argument("--rdm", action="extend", nargs="+", type=_model_rdm, default=default(RSAOptions, "rdm"),
+                     metavar="NAME=FILE",
+                     help="external model RDMs (repeatable): a square TSV whose header names the conditions, e.g. "
+                          "animacy=animacy_rdm.tsv; --features give model RDMs too")
     meeg = parser.add_argument_group("EEG and MEG (--datatype eeg or meg)")
     meeg.add_argument("--datatype", choices=("func", "eeg", "meg"),
                       help="which recordings to model (default: func when the subject has BOLD, else eeg, else meg)")

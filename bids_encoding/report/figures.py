@@ -139,3 +139,15 @@ def tsne(latents: np.ndarray, conditions: np.ndarray, figure: Path, title: str, 
     ax.set(title=title, xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
     ax.legend(fontsize=8, frameon=False)
     save_figure(fig, figure)
+
+
+def rdm(values: np.ndarray, labels: list[str], figure: Path, title: str, max_labels: int = 40) -> None:
+    """A representational dissimilarity matrix as an image, its conditions labelled when there are few."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    image = ax.imshow(values, cmap="viridis", interpolation="nearest")
+    ticks = range(len(labels)) if len(labels) <= max_labels else []
+    ax.set_xticks(list(ticks), [labels[i] for i in ticks], rotation=90, fontsize=5)
+    ax.set_yticks(list(ticks), [labels[i] for i in ticks], fontsize=5)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="dissimilarity")
+    save_figure(fig, figure)

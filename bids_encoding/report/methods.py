@@ -167,6 +167,24 @@ def _embedding(items: list[tuple[dict, dict]], decoded: bool) -> str:
     return " ".join(_sentence(t) for t in text)
 
 
+def _rsa(items: list[tuple[dict, dict]]) -> str:
+    """Representational similarity analysis, from the score tables' sidecars."""
+    if not items:
+        return ""
+    first = items[0][1]
+    tasks = _join(f"task {ents.get('task')}" for ents, _ in items)
+    models = _join(name for _, s in items for name in s.get("Models", {}))
+    regions = _join(name for _, s in items for name in s.get("Regions", {}))
+    text = [f"representational dissimilarity matrices (RDMs) of the {first.get('ConditionColumn', '')} conditions "
+            f"({tasks}) were computed in each region ({regions}) from trial responses estimated as "
+            f"{first.get('TrialResponses', '')}",
+            f"brain RDMs: {first.get('Distance', {}).get('Description', '')}",
+            f"model RDMs ({models}): the given files, and for feature spaces the {first.get('ModelDistance', '')}",
+            f"brain and model RDMs were compared by {first.get('Comparison', {}).get('Description', '')}, tested "
+            f"with {_permutations(first.get('Permutations'))}"]
+    return " ".join(_sentence(t) for t in text if t)
+
+
 def _preprocessing(sidecar: dict, datatype: str) -> str:
     pre = sidecar.get("Preprocessing") or {}
     band = pre.get("BandPass") or {}
@@ -209,6 +227,8 @@ def _kind(ents: dict, sidecar: dict) -> str:
     """What a group output holds, in words."""
     if ents["suffix"] == "statmap":
         return "maps"
+    if ents["suffix"] == "scores":
+        return "RSA scores"
     return "decoding over time" if "Clusters" in sidecar else f"{ents['suffix']} scores"
 
 
@@ -251,6 +271,7 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
 def methods(files: ReportFiles) -> str:
     """The methods paragraphs of a report's derivatives (HTML), or ''."""
     encoding, decoding, searchlights, embeddings, time_decoding, trfs, group = [], [], [], [], [], [], []
+    rsa = []
     embedding_decoded = False
     for relative in files.files:
         if not relative.endswith((".nii.gz", ".tsv", ".tsv.gz")):
@@ -274,8 +295,10 @@ def methods(files: ReportFiles) -> str:
                 embeddings.append((ents, sidecar))
         elif ents["suffix"] == "trf":
             trfs.append((ents, sidecar))
+        elif ents["suffix"] == "scores" and "Comparison" in sidecar:
+            rsa.append((ents, sidecar))
     paragraphs = [_software(list(files.sidecars().values())), _encoding(encoding), _decoding(decoding, searchlights),
-                  _embedding(embeddings, embedding_decoded), _meeg(time_decoding, trfs), _group(group)]
+                  _embedding(embeddings, embedding_decoded), _rsa(rsa), _meeg(time_decoding, trfs), _group(group)]
     seeds = sorted({p.get("Seed") for p in _provenances(list(files.sidecars().values())) if p.get("Seed") is not None})
     if seeds:
         paragraphs.append(f"The random seed was {seeds[0]}." if len(seeds) == 1 else

@@ -2,7 +2,7 @@
 
 Sections are built from the files (never the models' memory) and appear only when their files
 exist: encoding maps, R² histograms, layer profiles and design matrices; decoding tables and
-searchlight maps; embeddings; EEG/MEG decoding over time and TRFs; then methods and provenance.
+searchlight maps; embeddings; RSA scores and RDMs; EEG/MEG decoding over time and TRFs; then methods and provenance.
 """
 
 from __future__ import annotations
@@ -237,6 +237,37 @@ def embedding_section(files: ReportFiles) -> str:
     return table(EMBEDDING_HEADER, rows) + tables + "".join(blocks)
 
 
+# --------------------------------------------------------------------------- representational similarity
+
+
+def rsa_section(files: ReportFiles) -> str:
+    """Each task's RSA score table (region x model), then each region's RDM as an image."""
+    body = ""
+    for relative in files.select("scores", ".tsv"):
+        sidecar = files.sidecar(relative)
+        if "Comparison" not in sidecar:
+            continue
+        caption = (f"<code>{escape(relative)}</code>: {escape(sidecar['Comparison']['Name'])} of each region's RDM "
+                   f"({escape(sidecar['Distance']['Name'])}) with each model's; p from "
+                   f"{sidecar['Permutations']['N']} permutations of the conditions")
+        body += frame_table(pd.read_csv(files.path(relative), sep="\t", na_values="n/a"), caption)
+    for relative in files.select("rdm", ".tsv"):
+        ents, sidecar = parse_entities(relative), files.sidecar(relative)
+
+        def draw(path, relative=relative, ents=ents):
+            frame = pd.read_csv(files.path(relative), sep="\t")
+            figures.rdm(frame.to_numpy(float), list(frame.columns), path,
+                        f"{ents.get('task')} · {ents.get('desc')} · {sidecar.get('Distance', {}).get('Name', '')}")
+
+        src = files.figure(figure_name(relative, "matrix"), [relative], draw)
+        region = sidecar.get("Region", {})
+        body += figure(src, f"RDM of {ents.get('desc')}", f"<code>{escape(relative)}</code>: region "
+                       f"{escape(region.get('Name', ents.get('desc')))} ({region.get('NVoxels', '')} voxels), "
+                       f"{len(sidecar.get('Conditions', []))} conditions of {escape(sidecar.get('ConditionColumn', ''))}",
+                       width=450)
+    return body
+
+
 # --------------------------------------------------------------------------- EEG and MEG
 
 MEEG_HEADER = ["task", "model", "result", "detail"]
@@ -326,6 +357,7 @@ def write_subject_report(base: Path, subject: str, out_files: list[str]) -> Path
     sections = [("encoding", "Encoding models", encoding_section(files)),
                 ("decoding", "Decoding", decoding_section(files)),
                 ("embedding", "Latent embeddings", embedding_section(files)),
+                ("rsa", "Representational similarity", rsa_section(files)),
                 ("meeg", "EEG and MEG", meeg_section(files)),
                 ("methods", "Methods", methods(files)),
                 ("provenance", "Provenance", provenance(files))]

@@ -150,6 +150,24 @@ class FitDecoding(SimpleInterface):
         return runtime
 
 
+class FitRSA(SimpleInterface):
+    """Regions' RDMs of trial responses compared with model RDMs (feature spaces and given files)."""
+
+    input_spec = _FitDecodingInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    @reporting_user_errors
+    def _run_interface(self, runtime):
+        from ..analyses.rsa import fit_rsa
+
+        self._results["outputs"] = _as_dicts(fit_rsa(
+            out_dir=Path(runtime.cwd), **_task_runs(self.inputs),
+            feature_files=[[Path(f) for f in group] for group in (self.inputs.feature_files or [])] or None,
+            **unpack(self.inputs.options or {}),
+        ))
+        return runtime
+
+
 class FitEmbedding(SimpleInterface):
     """Brain embedders fitted on a region's samples, with held-out reconstruction and decoding from the latents."""
 

@@ -22,7 +22,7 @@ from ..options import pack
 from ..plan import Plan, TaskPlan
 from ..plugins.registry import Registered
 from .interfaces import (DerivativesSink, ExtractFeatures, FitDecoding, FitEmbedding, FitEncoding, FitJointEncoding,
-                         FitTimeDecoding, FitTRF, SubjectReport)
+                         FitRSA, FitTimeDecoding, FitTRF, SubjectReport)
 
 RUN_FIELDS = ("events_files", "bold_files", "mask_files", "confound_files", "trs")
 RECORDING_FIELDS = ("recording_files", "events_files", "runs")
@@ -85,6 +85,25 @@ def init_task_decoding_wf(task: TaskPlan, options: dict, name: str, stimuli_dir:
     """
     wf, inputnode, fit = _single_fit_wf(name, _runs_inputnode(task.runs), RUN_FIELDS,
                                         FitDecoding(options=options), "fit_decoding", n_cpus)
+    _connect_features(wf, inputnode, fit, task, stimuli_dir, feature_cache)
+    return wf
+
+
+def init_task_rsa_wf(task: TaskPlan, options: dict, name: str, stimuli_dir: Path | None = None,
+                     feature_cache: Path | None = None, n_cpus: int = 1) -> pe.Workflow:
+    """Each region's RDM of one task's trial responses, compared with the extractors' and the given model RDMs.
+
+    Outputs ``outputnode.outputs``: the RDMs and the score table, with entities and metadata.
+    """
+    wf, inputnode, fit = _single_fit_wf(name, _runs_inputnode(task.runs), RUN_FIELDS, FitRSA(options=options),
+                                        "fit_rsa", n_cpus)
+    _connect_features(wf, inputnode, fit, task, stimuli_dir, feature_cache)
+    return wf
+
+
+def _connect_features(wf: pe.Workflow, inputnode: pe.Node, fit: pe.Node, task: TaskPlan, stimuli_dir: Path | None,
+                      feature_cache: Path | None) -> None:
+    """Every extractor of the task over its runs, their feature files merged into ``fit.feature_files``."""
     if task.models:
         merge_features = pe.Node(Merge(len(task.models), no_flatten=True), name="merge_features",
                                  run_without_submitting=True)
@@ -93,7 +112,6 @@ def init_task_decoding_wf(task: TaskPlan, options: dict, name: str, stimuli_dir:
             wf.connect([(inputnode, extract, [("events_files", "events_file")]),
                         (extract, merge_features, [("features_file", f"in{index}")])])
         wf.connect(merge_features, "out", fit, "feature_files")
-    return wf
 
 
 def init_task_embedding_wf(task: TaskPlan, options: dict, name: str, n_cpus: int = 1, **_) -> pe.Workflow:
@@ -138,6 +156,7 @@ ANALYSES: dict[str, tuple[Callable[..., pe.Workflow], Callable[[RunConfig], dict
     "decoding": (init_task_decoding_wf, lambda c: pack(options=c.decoding, fmri=c.fmri, stats=c.stats)),
     "embedding": (init_task_embedding_wf,
                   lambda c: pack(options=c.embedding, decoding=c.decoding, fmri=c.fmri, stats=c.stats)),
+    "rsa": (init_task_rsa_wf, lambda c: pack(options=c.rsa, fmri=c.fmri, stats=c.stats)),
     "time_decoding": (init_task_time_decoding_wf, lambda c: pack(options=c.meeg, decoding=c.decoding, stats=c.stats)),
     "trf": (init_task_trf_wf, lambda c: pack(options=c.meeg)),
 }
