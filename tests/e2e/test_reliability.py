@@ -166,7 +166,8 @@ def test_a_run_killed_at_any_step_leaves_whole_files_and_its_rerun_finishes_the_
     shutil.rmtree(work)  # the same command once more, with only the feature cache left
     from_cache = run_cli(*command)
     assert from_cache.returncode == 0, from_cache.stderr
-    assert from_cache.stderr.count("from the cache") == 5  # 3 lpp runs (wordrate) + 2 faces runs (trialtype)
+    # 3 lpp runs (wordrate) + 2 faces runs and the blocks run (trialtype)
+    assert from_cache.stderr.count("from the cache") == 6
     assert outputs(out) == reference
 
 

@@ -18,12 +18,15 @@ def layout(example_dataset):
 
 def test_raw_runs_with_events_tr_and_modalities(layout):
     runs = collect_bold_runs(layout, "01")
-    assert sorted((r.task, r.run) for r in runs) == [("faces", "1"), ("faces", "2"), ("lpp", "1"), ("lpp", "2"), ("lpp", "3")]
+    assert sorted((r.task, r.run or "") for r in runs) == [("blocks", ""), ("faces", "1"), ("faces", "2"), ("lpp", "1"),
+                                                            ("lpp", "2"), ("lpp", "3")]
     lpp = next(r for r in runs if r.task == "lpp")
     assert lpp.tr == 2.0 and lpp.n_volumes == 200 and lpp.modalities == ("text",)
     assert lpp.events.name == "sub-01_task-lpp_run-1_events.tsv" and lpp.mask is None
     faces = next(r for r in runs if r.task == "faces")
     assert set(faces.modalities) == {"image", "trials"}
+    blocks = next(r for r in runs if r.task == "blocks")  # one run, no run- entity
+    assert blocks.run is None and blocks.n_volumes == 84 and blocks.events.name == "sub-01_task-blocks_events.tsv"
 
 
 def test_selection_by_task_run_and_filter_file(layout):
