@@ -1,0 +1,69 @@
+"""--compare on the example: word rate predicts its own sphere better than word length, and the reverse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_encoding.example import load_truth
+
+from ..conftest import SPACE, run_cli, snapshot, validator_errors
+
+DESC = "wordrateVsWordlength"
+
+
+def statmap(out: Path, stat: str) -> Path:
+    return out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-{DESC}_stat-{stat}_statmap.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def compared(example_dataset, tmp_path_factory):
+    """One participant run of sub-01's story task with the comparison (participant runs are slow: run once)."""
+    root = tmp_path_factory.mktemp("compare")
+    out = root / "out"
+    result = run_cli(example_dataset, out, "participant", "-d", example_dataset / "derivatives/fmriprep",
+                     "--participant-label", "01", "--task", "lpp", "--features", "wordrate", "wordlength",
+                     "--compare", "wordrate:wordlength", "-w", root / "work")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_dataset):
+    out = compared
+    delta, p, q = (nib.load(statmap(out, stat)).get_fdata() for stat in ("deltaRSquare", "p", "q"))
+    mask = nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    truth = load_truth(example_dataset, "01", "lpp")
+    rate, length = truth["wordrate"] & mask, truth["wordlength"] & mask
+    rest = mask & ~np.any(list(truth.values()), axis=0)
+    assert np.median(delta[rate]) > 0 > np.median(delta[length])
+    assert np.mean(q[rate] < 0.05) > 0.2
+    outside = float(np.mean(p[rest] < 0.05))
+    print(f"example sub-01 lpp: wordrate sphere q < 0.05 in {np.mean(q[rate] < 0.05):.2f}, wordlength sphere p < 0.05 "
+          f"in {np.mean(p[length] < 0.05):.2f}, voxels outside the spheres p < 0.05 in {outside:.3f}, "
+          f"q < 0.05 in {int(np.sum(q[rest] < 0.05))} of {int(rest.sum())}")
+    assert outside < 0.08
+    assert np.sum(q[rest] < 0.05) <= max(2, 0.005 * rest.sum())
+    sidecar = json.loads(statmap(out, "p").with_suffix("").with_suffix(".json").read_text())
+    assert sidecar["ComparedModels"] == {"A": "wordrate", "B": "wordlength"}
+    assert "Williams" in sidecar["Model"]["SignificanceNull"] and sidecar["Model"]["Alternative"] == "greater"
+
+
+def test_comparison_outputs_pass_the_bids_validator(compared):
+    assert validator_errors(compared) == []
+
+
+def test_comparing_a_feature_space_that_was_not_requested_is_a_user_error(example_dataset, tmp_path):
+    before = snapshot(example_dataset)
+    result = run_cli(example_dataset, tmp_path / "out", "participant", "-d", example_dataset / "derivatives/fmriprep",
+                     "--participant-label", "01", "--task", "lpp", "--features", "wordrate", "wordlength",
+                     "--compare", "wordrate:glove", "-w", tmp_path / "work")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "glove" in message and "wordrate" in message and "wordlength" in message and "--features" in message
+    assert "Traceback" not in message and "\n\n" not in message
+    assert not (tmp_path / "out" / "sub-01").exists()
+    assert snapshot(example_dataset) == before
