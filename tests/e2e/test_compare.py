@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -21,13 +22,19 @@ def statmap(out: Path, stat: str) -> Path:
 
 
 @pytest.fixture(scope="module")
+def example_dataset(three_subject_dataset):
+    """The group level needs three subjects (sub-01 is the two-subject example's)."""
+    return three_subject_dataset
+
+
+@pytest.fixture(scope="module")
 def compared(example_dataset, tmp_path_factory):
-    """One participant run of sub-01's story task with the comparison (participant runs are slow: run once)."""
+    """One participant run of the story task with the comparison, all three subjects (slow: run once)."""
     root = tmp_path_factory.mktemp("compare")
     out = root / "out"
     result = run_cli(example_dataset, out, "participant", "-d", example_dataset / "derivatives/fmriprep",
-                     "--participant-label", "01", "--task", "lpp", "--features", "wordrate", "wordlength",
-                     "--compare", "wordrate:wordlength", "-w", root / "work")
+                     "--task", "lpp", "--features", "wordrate", "wordlength", "--compare", "wordrate:wordlength",
+                     "-w", root / "work", "--n-cpus", "2")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -54,6 +61,20 @@ def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_datase
 
 def test_comparison_outputs_pass_the_bids_validator(compared):
     assert validator_errors(compared) == []
+
+
+def test_group_level_tests_the_delta_r2_maps_and_finds_the_wordrate_sphere(compared, example_dataset, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(compared, out)
+    result = run_cli(example_dataset, out, "group", "-w", tmp_path / "work", "--group-test", "parametric")
+    assert result.returncode == 0, result.stderr
+    prefix = out / "group" / f"task-lpp_space-{SPACE}_desc-{DESC}_stat-"
+    delta, t = (nib.load(f"{prefix}{stat}_statmap.nii.gz").get_fdata() for stat in ("deltaRSquare", "t"))
+    mask = nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
+    truth = load_truth(example_dataset, "01", "lpp")  # the same spheres in every subject
+    rate, rest = truth["wordrate"] & mask, mask & ~np.any(list(truth.values()), axis=0)
+    assert np.median(delta[rate]) > 0 and np.median(t[rate]) > np.percentile(t[rest], 95)
+    assert Path(f"{prefix}pFDR_statmap.nii.gz").exists()
 
 
 def test_comparing_a_feature_space_that_was_not_requested_is_a_user_error(example_dataset, tmp_path):
