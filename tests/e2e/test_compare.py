@@ -59,6 +59,12 @@ def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_datase
     assert "Williams" in sidecar["Model"]["SignificanceNull"] and sidecar["Model"]["Alternative"] == "greater"
 
 
+def test_the_subject_report_shows_the_comparison_and_its_methods(compared):
+    report = (compared / "sub-01.html").read_text()
+    assert f"desc-{DESC}_stat-deltaRSquare_statmap_map.png" in report
+    assert "Feature spaces were compared in pairs (wordrate with wordlength (task lpp))" in report
+
+
 def test_comparison_outputs_pass_the_bids_validator(compared):
     assert validator_errors(compared) == []
 
