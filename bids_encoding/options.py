@@ -36,6 +36,17 @@ SAMPLES = ("trials", "trs")
 GROUP_TESTS = ("permutation", "parametric", "tfce")
 DISTANCES = ("crossnobis", "correlation")
 COMPARISONS = ("spearman", "tau-a", "whitened")
+ALTERNATIVES = ("greater", "two-sided", "less")
+
+
+def parse_comparison(spec: str) -> tuple[str, str]:
+    """``"wordrate:wordlength"`` -> ``("wordrate", "wordlength")``: two different alphanumeric feature-space labels."""
+    a, sep, b = str(spec).partition(":")
+    if not sep or not a.isalnum() or not b.isalnum() or a == b:
+        raise UserError(f"--compare '{spec}' is not two different feature-space labels A:B",
+                        fix="Write the labels as they appear in output names (desc-<label>), e.g. "
+                            "--compare wordrate:wordlength")
+    return a, b
 
 
 def parse_contrast(spec: str) -> tuple[str, tuple[str, str]]:
@@ -119,9 +130,14 @@ class EncodingOptions(Section):
     alphas: tuple[float, ...] | None = field(default=None, metadata=INTERNAL)  # ridge penalties (None: the solver's grid)
     n_candidates: int = field(default=12, metadata=INTERNAL)  # banded models: random band-weight candidates
     chunk_size: int = field(default=10000, metadata=INTERNAL)  # voxels per chunk without --mem-gb
+    compare: tuple[str, ...] = ()  # A:B paired comparisons of two feature spaces' held-out R²
+    alternative: str = "greater"  # of the comparisons' test: A better than B ("greater"), "less", or "two-sided"
 
     def check(self) -> None:
         _check_choice(self.design, DESIGNS, "design")
+        _check_choice(self.alternative, ALTERNATIVES, "alternative")
+        for spec in self.compare:
+            parse_comparison(spec)
         _check_choice(self.confounds_mode, CONFOUNDS_MODES, "confounds mode")
         _check_choice(self.backend, BACKENDS, "backend")
         if min(self.trim) < 0:

@@ -24,7 +24,7 @@ from .config import RunConfig
 from .contrasts import read_model_rdm, task_conditions
 from .derivatives import dataset_links
 from .errors import UserError
-from .options import RSAOptions, check_region, parse_contrast
+from .options import RSAOptions, check_region, parse_comparison, parse_contrast
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
 from .stimuli import read_events
 
@@ -186,6 +186,9 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
             by_task[task].append((spec, entry))
     grouped = runs_by_task(runs)
     plans = []
+    if config.analysis == "encoding":
+        for task, models in by_task.items():
+            check_comparisons(config.encoding.compare, task, [entry.name for _, entry in models])
     for task, models in by_task.items():
         for task_runs in versions(grouped[task]):
             analysis = config.analysis
@@ -195,6 +198,18 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
                 analysis = "time_decoding" if config.analysis == "decoding" else "trf"
             plans.append(TaskPlan(task_runs[0].subject, task, analysis, task_runs, tuple(models)))
     return plans
+
+
+def check_comparisons(compare: tuple[str, ...], task: str, extractors: list[str]) -> None:
+    """Every --compare label must be a feature space of a requested extractor (its name, or its name and a
+    space label such as gpt2L6, which the extractor only reveals when it runs: the analysis checks those)."""
+    known = [label for spec in compare for label in parse_comparison(spec)]
+    unknown = sorted({label for label in known if not any(label.startswith(name) for name in extractors)})
+    if unknown:
+        raise UserError(f"--compare names feature spaces no requested extractor of task {task} makes: "
+                        f"{', '.join(unknown)} (requested extractors: {', '.join(extractors) or 'none'}; a "
+                        f"feature space is an extractor's name, followed by its space label when it has several)",
+                        fix="Compare two of the requested feature spaces, or add the missing extractor to --features")
 
 
 def versions(task_runs: list[Run]) -> list[tuple[Run, ...]]:

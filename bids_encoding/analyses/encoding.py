@@ -27,8 +27,10 @@ from ..fmri.masks import atlas_labels
 from ..models.noise_ceiling import explainable_variance
 from ..models.ridge import DEFAULT_ALPHAS
 from ..models.standardize import zscore
-from ..models.voxelwise import EncodingScores, encode_runs
-from ..options import EncodingOptions, FMRIOptions, StatsOptions
+from ..errors import UserError
+from ..models import significance
+from ..models.voxelwise import EncodingScores, compare_models, encode_runs
+from ..options import EncodingOptions, FMRIOptions, StatsOptions, parse_comparison
 
 
 STATS = {
@@ -38,6 +40,8 @@ STATS = {
     "p": "one-sided p-value of the held-out correlation (effective-df t test, see Model.Significance), uncorrected; "
          "NaN where none can be computed",
     "q": "Benjamini-Hochberg FDR-adjusted p-value (q) over the voxels of the mask that have a p-value (NaN where p is)",
+    "deltaRSquare": "held-out R² of model A minus that of model B (ComparedModels), both from the same outer folds, "
+                    "averaged over folds",
     "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
     "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
                            "of R²; bias-corrected, Schoppe et al. 2016)",
@@ -95,7 +99,7 @@ def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr:
 
 
 def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions,
-               seed: int = 0) -> EncodingScores:
+               seed: int = 0, keep_predictions: bool = False) -> EncodingScores:
     """Cross-validated (banded) ridge over the given feature spaces (+ confounds as a band if asked)."""
     bands = [(name, X_runs) for name, X_runs in spaces]
     if task.confound_runs is not None:
@@ -110,6 +114,7 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
         alphas=alphas(options), backend=options.backend, chunk_size=options.chunk_size,
         n_candidates=options.n_candidates, seed=seed, pca=options.feature_pca, band_blocks=blocks,
         mem_gb=options.mem_gb, label=f"encoding model {' + '.join(name for name, _ in spaces)}",
+        keep_predictions=keep_predictions,
     )
 
 
@@ -273,3 +278,58 @@ def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], 
                                         "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}))
     return outputs
 
+
+
+def comparison_label(a: str, b: str) -> str:
+    """``desc`` of the comparison of A with B: ``gloveVsGpt2L6`` (camelCase, BIDS labels are alphanumeric)."""
+    return f"{a}Vs{b[:1].upper()}{b[1:]}"
+
+
+def compare_encoding(bold_files: list[Path], feature_files: list[list[Path]], trs: list[float], out_dir: Path,
+                     mask_files: list[Path | None] | None = None, confound_files: list[Path | None] | None = None,
+                     options: EncodingOptions = EncodingOptions(), fmri: FMRIOptions = FMRIOptions(),
+                     stats: StatsOptions = StatsOptions()) -> list[Output]:
+    """Each --compare A:B of two feature spaces: delta R² on the same folds, with a paired p and q per voxel.
+
+    The two models are refitted here with their held-out predictions kept (the per-space fits
+    do not keep them, to spare memory when nothing is compared).
+    """
+    out_dir = Path(out_dir)
+    pairs = [parse_comparison(spec) for spec in options.compare]
+    task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
+    spaces, provenances = {}, []
+    for files in feature_files:
+        found, provenance = _spaces(files, task, options, fmri.hrf_model)
+        spaces.update(found)
+        provenances.append(provenance)
+    unknown = sorted({label for pair in pairs for label in pair} - set(spaces))
+    if unknown:
+        raise UserError(f"--compare names feature spaces that were not modelled: {', '.join(unknown)} (feature spaces "
+                        f"of this task: {', '.join(spaces)})",
+                        fix="Compare two of those labels, or add the missing extractor to --features")
+    description = describe(options, fmri, stats)
+    fitted: dict[str, EncodingScores] = {}
+    for label in dict.fromkeys(label for pair in pairs for label in pair):
+        fitted[label] = fit_spaces(task, [(label, spaces[label])], options, stats.seed, keep_predictions=True)
+    outputs = []
+    for a, b in pairs:
+        X = np.concatenate([_trim(np.hstack([spaces[a][i], spaces[b][i]]), options.trim) for i in range(len(task.Y_runs))])
+        Y = task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
+        delta, p = compare_models(Y, fitted[a], fitted[b], X, [len(_trim(y, options.trim)) for y in task.Y_runs],
+                                  options.alternative)
+        model = _model_metadata(fitted[a], [(a, spaces[a]), (b, spaces[b])], task, options, description)
+        model.update(Estimator="ridge with one alpha per voxel (bids_encoding.models.ridge.RidgeCV), one model per "
+                               "feature space", Significance=significance.describe_comparison(options.alternative),
+                     SignificanceNull=significance.COMPARISON_NAME, Alternative=options.alternative)
+        metadata = {"ComparedModels": {"A": a, "B": b}, "Model": model, "Features": provenances,
+                    "Sources": [str(f) for f in task.bold_files]}
+        desc = comparison_label(a, b)
+        for stat, values in (("deltaRSquare", delta), ("p", p), ("q", significance.fdr(p))):
+            path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
+            save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
+            text = STATS[stat] if stat == "deltaRSquare" else (
+                f"p-value of the paired comparison ({options.alternative}; see Model.Significance), uncorrected; NaN "
+                "where none can be computed" if stat == "p" else STATS["q"])
+            outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": stat},
+                                  metadata={"Description": text, **metadata}))
+    return outputs

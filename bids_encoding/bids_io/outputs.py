@@ -18,7 +18,8 @@ MIN_SUBJECTS = 3
 """Fewer subjects leave a one-sample t-test 1 degree of freedom (or none), and a sign-flip test 4 sign patterns."""
 
 # what the participant level writes, and which files the group level reads (glob under OUTPUT_DIR)
-MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean searchlight accuracy across subjects"}
+MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean searchlight accuracy across subjects",
+             "deltaRSquare": "mean across subjects of the paired difference in held-out R² (model A minus model B)"}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import yaml
 
 from .. import __version__
 from ..errors import UserError
-from ..options import (BACKENDS, CLASSIFIERS, COMPARISONS, CONFOUNDS_MODES, DESIGNS, DISTANCES, GROUP_TESTS, HRF_MODELS,
+from ..options import (ALTERNATIVES, BACKENDS, CLASSIFIERS, COMPARISONS, CONFOUNDS_MODES, DESIGNS, DISTANCES, GROUP_TESTS, HRF_MODELS,
                        RESPONSES, SAMPLES, DecodingOptions, EmbeddingOptions, EncodingOptions, FMRIOptions,
                        GroupOptions, MEEGOptions, RSAOptions, StatsOptions, default)
 
@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--feature-pca", type=int, default=default(EncodingOptions, "feature_pca"), metavar="N",
                        help="reduce each feature space to N principal components, fitted within each outer "
                             "fold on the training runs' features only (0: no reduction)")
+    model.add_argument("--compare", action="extend", nargs="+", default=default(EncodingOptions, "compare"), metavar="A:B",
+                       help="paired comparison of two feature spaces (labels as in output names, repeatable): "
+                            "held-out R² of A minus B on the same folds, with a p-value per voxel")
+    model.add_argument("--alternative", choices=ALTERNATIVES, default=default(EncodingOptions, "alternative"),
+                       help="of the --compare test: greater = A predicts better than B (default), less, two-sided")
     decode = parser.add_argument_group("decoding (--analysis decoding)")
     decode.add_argument("--decode", default=default(DecodingOptions, "decode"), metavar="COLUMN=VALUE1,VALUE2",
                         help="the contrast to decode, from the events, e.g. trial_type=face,scrambled")

@@ -342,3 +342,75 @@ def warn_missing(p: np.ndarray, what: str = "voxels") -> None:
     if missing:
         log.warning("no p-value could be computed for %d of %d %s (constant data or prediction, or a test fold "
                     "under one effective degree of freedom): p and q are NaN there", missing, p.size, what)
+
+
+COMPARISON_NAME = ("Williams' t test of two dependent held-out correlations sharing the data (r(y, A) vs r(y, B)), "
+                   "with an effective sample size for autocorrelated noise")
+
+
+def describe_comparison(alternative: str, order: int = AR_ORDER) -> str:
+    """The ``Significance`` methods text of a paired model comparison."""
+    sides = {"greater": "one-sided, A better than B", "less": "one-sided, A worse than B",
+             "two-sided": "two-sided: twice the smaller of the two one-sided combined p-values"}[alternative]
+    return (f"per outer fold, the two models' held-out predictions of the same test samples (fold mean and linear "
+            f"trend removed) are compared: {COMPARISON_NAME} (Williams 1959; Steiger 1980), its sample size replaced "
+            f"by 1 / var + 1, var the null variance of a correlation with the difference of the two unit "
+            f"predictions under the voxel's AR({order}) noise (as for the single-model p, see "
+            f"bids_encoding.models.significance); folds combined by the Cauchy combination test; {sides}; no p (NaN) "
+            f"where it cannot be computed (identical or constant predictions, or under one effective df); "
+            f"Benjamini-Hochberg FDR over the finite p-values")
+
+
+def _detrended(x: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64)
+    return x - basis @ (basis.T @ x)
+
+
+def fold_comparison_t(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
+                      phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Williams' t of r(y, A) - r(y, B) on one test fold, and its effective df (NaN where undefined).
+
+    Both correlations share y, so their difference is tested with Williams' formula for
+    dependent correlations; autocorrelation enters through the sample size, n_eff = 1 / var + 1,
+    var being the null variance (:func:`null_variance`) of a correlation of the noise with the
+    difference of the unit predictions: that difference is the direction the test looks along
+    (white noise gives n - 1 with the fold's mean and trend removed).
+    """
+    n = len(y)
+    basis = fold_basis(n)
+    y, a, b = (_detrended(x, basis) for x in (y, pred_a, pred_b))
+    ss = [np.einsum("tv,tv->v", x, x) for x in (y, a, b)]
+    scale = max(float(np.max(s, initial=0)) for s in ss)
+    defined = np.all([s > 1e-20 * max(scale, 1e-300) for s in ss], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norms = [np.sqrt(s) for s in ss]
+        r_a = np.einsum("tv,tv->v", y, a) / (norms[0] * norms[1])
+        r_b = np.einsum("tv,tv->v", y, b) / (norms[0] * norms[2])
+        r_ab = np.einsum("tv,tv->v", a, b) / (norms[1] * norms[2])
+        difference = a / norms[1] - b / norms[2]
+        defined &= np.einsum("tv,tv->v", difference, difference) > 1e-12  # identical predictions: no test
+        n_eff = 1 / null_variance(np.where(defined, difference, 0.0), phi, basis) + 1
+        det = 1 - r_a ** 2 - r_b ** 2 - r_ab ** 2 + 2 * r_a * r_b * r_ab
+        mean = (r_a + r_b) / 2
+        t = (r_a - r_b) * np.sqrt((n_eff - 1) * (1 + r_ab)
+                                  / (2 * (n_eff - 1) / (n_eff - 3) * det + mean ** 2 * (1 - r_ab) ** 3))
+    df = n_eff - 3
+    ok = defined & np.isfinite(t) & (df >= MIN_DF)
+    return np.where(ok, t, np.nan), np.where(ok, df, np.nan)
+
+
+def comparison_p(t: np.ndarray, df: np.ndarray, alternative: str = "greater") -> np.ndarray:
+    """Combined p over folds (axis 0) of per-fold comparison t's: Cauchy combination of one-sided p-values.
+
+    Two-sided: twice the smaller of the two one-sided combinations (folds that disagree in sign
+    do not add up to evidence either way).
+    """
+    finite = np.isfinite(t) & np.isfinite(df)
+    safe_t, safe_df = np.where(finite, t, 0.0), np.where(finite, df, 1.0)
+    greater = cauchy_combination(np.where(finite, stats.t.sf(safe_t, safe_df), np.nan))
+    less = cauchy_combination(np.where(finite, stats.t.cdf(safe_t, safe_df), np.nan))
+    if alternative == "greater":
+        return greater
+    if alternative == "less":
+        return less
+    return np.minimum(1.0, 2 * np.minimum(greater, less))

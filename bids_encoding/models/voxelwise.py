@@ -57,6 +57,7 @@ class EncodingScores:
     split_r2: np.ndarray | None = None  # bands x voxels
     gammas: np.ndarray | None = None  # voxels x bands
     methods: dict = field(default_factory=dict)
+    predictions: np.ndarray | None = None  # samples x voxels: each sample's held-out prediction (keep_predictions)
 
 
 def outer_folds(run_lengths: list[int], n_blocks: int = 5, gap: int = 5) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
@@ -166,7 +167,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                 alphas=DEFAULT_ALPHAS, backend: str = "numpy", chunk_size: int = 10000, n_candidates: int = 12,
                 inner_cv: int = 5, gap: int = 5, min_shift: int | None = None, seed: int = 0, pca: int = 0,
                 band_blocks: list[int] | None = None, mem_gb: float | None = None,
-                label: str = "ridge fit") -> EncodingScores:
+                label: str = "ridge fit", keep_predictions: bool = False) -> EncodingScores:
     """Outer cross-validation of (banded) ridge for every voxel (column of Y); runs are consecutive rows.
 
     Y is read chunk by chunk and never copied whole. With ``pca > 0`` every band is reduced
@@ -174,7 +175,9 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
     With ``mem_gb``, voxel chunks are sized so that this process's resident memory (what it
     already holds, the data included, plus the fit's estimated needs) stays within that many
     GiB; a cap too small for a chunk of ``MIN_CHUNK`` voxels is a :class:`UserError`. Chunking
-    does not change the results. ``label`` names the fit in progress lines. ``min_shift`` is
+    does not change the results. ``label`` names the fit in progress lines. ``keep_predictions``
+    keeps every sample's held-out prediction (one more array the size of Y) for paired
+    comparisons (:func:`compare_models`). ``min_shift`` is
     deprecated and ignored (it belonged to the circular-shift null, see :mod:`.significance`).
     """
     if min_shift is not None:
@@ -210,6 +213,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                                        mem_gb))
     r2, r, fold_p = (np.ones((len(folds), n_vox)) for _ in range(3))
     log_alpha = np.zeros((len(folds), n_vox))
+    kept = np.zeros(Y.shape, dtype=np.float32) if keep_predictions else None
     split = np.zeros((len(folds), len(bands), n_vox))
     best_gammas = np.zeros((len(folds), n_vox, len(bands)))
     total = sum(-(-n_vox // size) for size in chunks)
@@ -230,6 +234,8 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                 else:
                     prediction = chunk.prediction
                 r2[f, chunk.voxels] = r2_score_columns(y_test, prediction)
+                if kept is not None:
+                    kept[test, chunk.voxels] = prediction
                 fold_p[f, chunk.voxels], r[f, chunk.voxels] = significance.fold_p_values(
                     y_test, prediction, noise_ar[chunk.voxels])
                 log_alpha[f, chunk.voxels] = np.log10(chunk.best_alpha)
@@ -247,6 +253,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
         n_folds=len(folds), cv=cv,
         split_r2=split.mean(axis=0) if len(bands) > 1 else None,
         gammas=best_gammas.mean(axis=0) if len(bands) > 1 else None,
+        predictions=kept,
         methods={
             "InnerCrossValidation": "leave-one-run-out within the training runs, or contiguous blocks for one run",
             "PenaltySelection": "least squared error over inner folds",
@@ -258,6 +265,28 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
                            "training samples' features only") if pca else None,
         },
     )
+
+
+def compare_models(Y: np.ndarray, a: EncodingScores, b: EncodingScores, X: np.ndarray, run_lengths: list[int],
+                   alternative: str = "greater", gap: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Paired comparison of two models fitted with ``keep_predictions`` on the same data: delta R² and its p.
+
+    Both models used the same outer folds (they depend on the run lengths only), so their
+    fold-averaged R² differ by the average of the per-fold differences. The p-value compares
+    the two held-out predictions of the same test samples fold by fold
+    (:func:`.significance.fold_comparison_t`) under a noise model fitted on both models'
+    features ``X``, and combines the folds (:func:`.significance.comparison_p`).
+    """
+    if a.predictions is None or b.predictions is None:
+        raise ValueError("compare_models needs both models fitted with keep_predictions=True")
+    folds, _ = outer_folds(list(run_lengths), gap=gap)
+    phi = significance.noise_model(np.asarray(X, dtype=np.float32), Y, list(run_lengths))
+    t, df = (np.full((len(folds), Y.shape[1]), np.nan) for _ in range(2))
+    for f, (_, test) in enumerate(folds):
+        t[f], df[f] = significance.fold_comparison_t(Y[test], a.predictions[test], b.predictions[test], phi)
+    p = significance.comparison_p(t, df, alternative)
+    significance.warn_missing(p)
+    return a.r2 - b.r2, p
 
 
 def _split_r2(y_true: np.ndarray, parts: np.ndarray) -> np.ndarray:

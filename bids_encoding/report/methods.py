@@ -54,6 +54,16 @@ def _software(sidecars: list[dict]) -> str:
             f" ({'; '.join(p for p in (python, libraries) if p)}){nipype}.")
 
 
+def _comparisons(items: list[tuple[dict, dict]]) -> str:
+    """Paired model comparisons (--compare), from their p maps' sidecars."""
+    if not items:
+        return ""
+    pairs = _join(f"{s['ComparedModels']['A']} with {s['ComparedModels']['B']} (task {e.get('task', '')})"
+                  for e, s in items)
+    return _sentence(f"Feature spaces were compared in pairs ({pairs}): the difference of their held-out R² on the "
+                     f"same outer folds, tested per voxel ({items[0][1]['Model'].get('Significance', '')})")
+
+
 def _plugin(features: dict) -> str:
     plugin = features.get("Plugin", {})
     return f"{features.get('Spec', plugin.get('Name', ''))} ({plugin.get('Distribution', '')} {plugin.get('Version', '')})"
@@ -271,7 +281,7 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
 def methods(files: ReportFiles) -> str:
     """The methods paragraphs of a report's derivatives (HTML), or ''."""
     encoding, decoding, searchlights, embeddings, time_decoding, trfs, group = [], [], [], [], [], [], []
-    rsa = []
+    rsa, comparisons = [], []
     embedding_decoded = False
     for relative in files.files:
         if not relative.endswith((".nii.gz", ".tsv", ".tsv.gz")):
@@ -282,6 +292,8 @@ def methods(files: ReportFiles) -> str:
             group.append((relative, ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "rSquare" and "Model" in sidecar:
             encoding.append((ents, sidecar))
+        elif ents["suffix"] == "statmap" and ents.get("stat") == "p" and "ComparedModels" in sidecar:
+            comparisons.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "score":
             searchlights.append((ents, sidecar))
         elif ents["suffix"] == "decoding" and "Embedder" in sidecar:
@@ -297,7 +309,8 @@ def methods(files: ReportFiles) -> str:
             trfs.append((ents, sidecar))
         elif ents["suffix"] == "scores" and "Comparison" in sidecar:
             rsa.append((ents, sidecar))
-    paragraphs = [_software(list(files.sidecars().values())), _encoding(encoding), _decoding(decoding, searchlights),
+    paragraphs = [_software(list(files.sidecars().values())), _encoding(encoding), _comparisons(comparisons),
+                  _decoding(decoding, searchlights),
                   _embedding(embeddings, embedding_decoded), _rsa(rsa), _meeg(time_decoding, trfs), _group(group)]
     seeds = sorted({p.get("Seed") for p in _provenances(list(files.sidecars().values())) if p.get("Seed") is not None})
     if seeds:

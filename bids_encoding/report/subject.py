@@ -100,7 +100,21 @@ def encoding_section(files: ReportFiles) -> str:
     for (name, extractor), by_layer in sorted(layers.items()):
         if len(by_layer) > 1:
             body += _layer_block(files, name, extractor, dict(sorted(by_layer.items())), by_task[name])
-    return body + design_section(files)
+    return body + comparison_section(files) + design_section(files)
+
+
+def comparison_section(files: ReportFiles) -> str:
+    """Each paired comparison's delta R² map (--compare), A better than B in warm colours, worse in cold."""
+    blocks = []
+    for relative in files.select("statmap", ".nii.gz", stat="deltaRSquare"):
+        ents, compared = parse_entities(relative), files.sidecar(relative).get("ComparedModels", {})
+        a, b = compared.get("A", "A"), compared.get("B", "B")
+        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.brain_map(
+            files.image(relative), path, f"{ents.get('task', '')} · {a} vs {b} · held-out ΔR²", R2_THRESHOLD,
+            cmap="cold_hot", symmetric=True, background=in_mni(ents)))
+        blocks.append(figure(src, f"held-out R² of {a} minus {b}", f"<code>{escape(relative)}</code>: same outer "
+                             f"folds for both models (|ΔR²| &lt; {R2_THRESHOLD} hidden); p and q beside it"))
+    return "".join(blocks)
 
 
 def _layer_block(files: ReportFiles, name: str, extractor: str, by_layer: dict[int, np.ndarray],

@@ -85,13 +85,14 @@ class FitEncoding(SimpleInterface):
     input_spec = _FitEncodingInputSpec
     output_spec = _FitEncodingOutputSpec
     joint = False
+    function = "fit_encoding"
 
     @reporting_user_errors
     def _run_interface(self, runtime):
-        from ..analyses.encoding import fit_encoding, fit_joint_encoding
+        from ..analyses import encoding
 
         n = len(self.inputs.bold_files)
-        fit = fit_joint_encoding if self.joint else fit_encoding
+        fit = getattr(encoding, self.function)
         self._results["outputs"] = _as_dicts(fit(
             [Path(b) for b in self.inputs.bold_files], list(self.inputs.feature_files), list(self.inputs.trs),
             Path(runtime.cwd), mask_files=_optional_paths(self.inputs.mask_files, n),
@@ -106,6 +107,13 @@ class FitJointEncoding(FitEncoding):
 
     input_spec = _FitJointEncodingInputSpec
     joint = True
+    function = "fit_joint_encoding"
+
+
+class FitComparison(FitJointEncoding):
+    """Paired comparisons (--compare) of feature spaces from any of the extractors: delta R², p and q."""
+
+    function = "compare_encoding"
 
 
 class _TaskRunsInputSpec(BaseInterfaceInputSpec):

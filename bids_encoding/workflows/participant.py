@@ -18,10 +18,10 @@ from nipype.pipeline import engine as pe
 
 from ..bids_io import BoldRun, MEEGRun
 from ..config import RunConfig
-from ..options import pack
+from ..options import pack, unpack
 from ..plan import Plan, TaskPlan
 from ..plugins.registry import Registered
-from .interfaces import (DerivativesSink, ExtractFeatures, FitDecoding, FitEmbedding, FitEncoding, FitJointEncoding,
+from .interfaces import (DerivativesSink, ExtractFeatures, FitDecoding, FitEmbedding, FitComparison, FitEncoding, FitJointEncoding,
                          FitRSA, FitTimeDecoding, FitTRF, SubjectReport)
 
 RUN_FIELDS = ("events_files", "bold_files", "mask_files", "confound_files", "trs")
@@ -49,10 +49,11 @@ def init_task_encoding_wf(task: TaskPlan, options: dict, name: str, stimuli_dir:
     outputnode = pe.Node(IdentityInterface(fields=["outputs"]), name="outputnode")
     models = task.models
     joint = len(models) > 1
-    n_fits = len(models) + joint
+    compare = bool(unpack(options)["options"].compare) if options else False
+    n_fits = len(models) + joint + compare
     merge_outputs = pe.Node(Merge(n_fits), name="merge_outputs", run_without_submitting=True)
     merge_features = pe.Node(Merge(len(models), no_flatten=True), name="merge_features",
-                             run_without_submitting=True) if joint else None
+                             run_without_submitting=True) if joint or compare else None
     fit_inputs = [("bold_files", "bold_files"), ("mask_files", "mask_files"),
                   ("confound_files", "confound_files"), ("trs", "trs")]
     for index, (spec, plugin) in enumerate(models, start=1):
@@ -64,14 +65,21 @@ def init_task_encoding_wf(task: TaskPlan, options: dict, name: str, stimuli_dir:
             (extract, fit, [("features_file", "feature_files")]),
             (fit, merge_outputs, [("outputs", f"in{index}")]),
         ])
-        if joint:
+        if merge_features is not None:
             wf.connect(extract, "features_file", merge_features, f"in{index}")
     if joint:
         fit_joint = pe.Node(FitJointEncoding(options=options), name="fit_joint", n_procs=n_cpus)
         wf.connect([
             (inputnode, fit_joint, fit_inputs),
             (merge_features, fit_joint, [("out", "feature_files")]),
-            (fit_joint, merge_outputs, [("outputs", f"in{n_fits}")]),
+            (fit_joint, merge_outputs, [("outputs", f"in{len(models) + 1}")]),
+        ])
+    if compare:
+        fit_compare = pe.Node(FitComparison(options=options), name="fit_compare", n_procs=n_cpus)
+        wf.connect([
+            (inputnode, fit_compare, fit_inputs),
+            (merge_features, fit_compare, [("out", "feature_files")]),
+            (fit_compare, merge_outputs, [("outputs", f"in{n_fits}")]),
         ])
     wf.connect(merge_outputs, "out", outputnode, "outputs")
     return wf

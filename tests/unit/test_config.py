@@ -107,3 +107,14 @@ def test_an_unknown_group_test_is_refused_naming_tfce_among_the_choices(dirs, tm
         configure([bids, out, "group", "--config", cfg])
     assert "tfce" in err.value.message
     assert configure([bids, out, "group", "--group-test", "tfce"]).group.group_test == "tfce"
+
+
+def test_comparisons_repeat_and_bad_ones_are_explained(dirs):
+    bids, out = dirs
+    config = configure([bids, out, "participant", "--compare", "wordrate:wordlength", "--compare", "glove:wordrate",
+                        "--alternative", "two-sided"])
+    assert config.encoding.compare == ("wordrate:wordlength", "glove:wordrate")
+    assert config.encoding.alternative == "two-sided"
+    for bad in ("wordrate", "wordrate:wordrate", "word-rate:glove"):
+        with pytest.raises(UserError, match="not two different feature-space labels"):
+            configure([bids, out, "participant", "--compare", bad])
