@@ -16,7 +16,9 @@ its test, each from the library made for it:
   the subjects' RDMs.
 
 Every test is of the effect above chance (0 for R² and correlations, the
-sidecar's chance level for accuracies and AUCs), one-sided.
+sidecar's chance level for accuracies and AUCs), one-sided; a paired comparison's
+``deltaRSquare`` maps are tested in the direction its participant level was asked
+(``--alternative``, recorded in their sidecars: A better than B, worse, or either).
 
 A location (voxel, time point, row) whose value is the same in every subject, up to
 :data:`CONSTANT_RTOL` of its size, has no variance to test against: dividing by it would
@@ -115,12 +117,13 @@ def constant_columns(values: np.ndarray) -> np.ndarray:
         return ~(sd > CONSTANT_RTOL * np.abs(values).max(axis=0))  # NaN counts as constant too
 
 
-def _one_sample(effects: np.ndarray, constant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided one-sample t and p of each column of subjects x tests effects; t = 0 and p = 1 in the
-    ``constant`` columns (:func:`constant_columns` of the values) and wherever else t is undefined."""
+def _one_sample(effects: np.ndarray, constant: np.ndarray,
+                alternative: str = "greater") -> tuple[np.ndarray, np.ndarray]:
+    """One-sample t and p (one-sided above 0 unless told) of each column of subjects x tests effects; t = 0 and
+    p = 1 in the ``constant`` columns (:func:`constant_columns` of the values) and wherever else t is undefined."""
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's "nearly identical" warning: those columns are set
-        result = stats.ttest_1samp(effects, 0.0, axis=0, alternative="greater")
+        result = stats.ttest_1samp(effects, 0.0, axis=0, alternative=alternative)
     t = np.where(constant, 0.0, np.nan_to_num(result.statistic, nan=0.0, posinf=0.0, neginf=0.0))
     return t, np.where(constant, 1.0, np.nan_to_num(result.pvalue, nan=1.0))
 
@@ -143,12 +146,14 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     stat = group.entities["stat"]
     sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
     chance = _chance(sidecars[0])
+    alternative = map_alternative(group, sidecars)
+    sided = SIDED[alternative]
     computed = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
     constant = np.zeros(computed.shape, bool)
     constant[computed] = constant_columns(data[:, computed])
     inside = computed & ~constant  # the voxels tested
     effects = data[:, inside] - chance
-    t, p = _one_sample(effects, np.zeros(effects.shape[1], bool))
+    t, p = _one_sample(effects, np.zeros(effects.shape[1], bool), alternative)
     tfce = options.group_test == "tfce"
     enhanced = np.zeros_like(t)
     if not inside.any():
@@ -158,23 +163,28 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
             log.info("%s: TFCE of %d sign flips, each labelling clusters at 100 heights of a %s grid (about 0.3 s a "
                      "flip at 34x40x33 voxels, 7 s at 97x115x97)", group.name, max(inference.n_permutations, 1),
                      "x".join(map(str, inside.shape)))
-        corrected, enhanced = _sign_flip_fwe(effects, inside, reference, inference, tfce)
+        # "less" is "greater" of the opposite effects; the maps keep the sign of A - B
+        flipped = -effects if alternative == "less" else effects
+        corrected, enhanced = _sign_flip_fwe(flipped, inside, reference, inference, tfce, alternative == "two-sided")
     else:
         corrected = fdr_adjust(p)
     correction = CORRECTION[options.group_test]
     described = {
         stat: (data.mean(axis=0), MAP_STATS[stat]),
-        "t": (_unmask(t, inside), f"one-sample t statistic of the subjects' {stat} above chance ({chance:g})"),
-        "p": (_unmask(p, inside, fill=1.0), "one-sided p-value of that t statistic (parametric, uncorrected)"),
+        "t": (_unmask(t, inside), f"one-sample t statistic of the subjects' {stat} against chance ({chance:g})"),
+        "p": (_unmask(p, inside, fill=1.0), f"{sided} p-value of that t statistic (parametric, uncorrected)"),
     }
     if tfce:
         described["tfce"] = (_unmask(enhanced, inside), f"threshold-free cluster enhancement of the t map "
-                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, face connectivity, extent in voxels; 0 where t <= 0)")
+                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, face connectivity, extent in voxels; "
+                             + ("of |t|, signed as t)" if alternative == "two-sided" else
+                                "0 where t >= 0)" if alternative == "less" else "0 where t <= 0)"))
     described[f"p{correction}"] = (_unmask(corrected, inside, fill=1.0),
-                                   f"one-sided p-value, {correction}-corrected over the voxels"
+                                   f"{sided} p-value, {correction}-corrected over the voxels"
                                    + (" from the TFCE map, not the t map" if tfce else "")
                                    + f": {GROUP_TESTS[options.group_test]}")
-    method = {"TFCE": TFCE} if tfce else {}
+    method = {"TFCE": {**TFCE, "TwoSided": alternative == "two-sided"}} if tfce else {}
+    method["Alternative"] = alternative
     model = _participant_model(sidecars[0])
     flagged = _flag_constant(int(constant.sum()), int(computed.sum()), "voxels", group)
     outputs = []
@@ -189,6 +199,23 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     return outputs
 
 
+SIDED = {"greater": "one-sided (above chance)", "less": "one-sided (below chance)", "two-sided": "two-sided"}
+
+
+def map_alternative(group: GroupInput, sidecars: list[dict[str, Any]]) -> str:
+    """The direction a map is tested in: above chance, except a paired comparison's ``deltaRSquare``, tested as its
+    participant level asked (``--alternative`` there, recorded as ``Model.Alternative``), the same in every subject."""
+    if group.entities.get("stat") != "deltaRSquare":
+        return "greater"
+    asked = {s.get("Model", {}).get("Alternative", "greater") for s in sidecars}
+    if len(asked) > 1:
+        raise UserError(f"the subjects' maps of {group.name} were compared with different --alternative hypotheses "
+                        f"({', '.join(sorted(asked))}), so they cannot be tested together",
+                        path=next(iter(group.files.values())),
+                        fix="Rerun the participant level of every subject with the same --alternative")
+    return asked.pop()
+
+
 def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.ndarray:
     volume = np.full(inside.shape, fill, dtype=np.float64)
     volume[inside] = values
@@ -196,10 +223,11 @@ def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.nda
 
 
 def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image, inference: StatsOptions,
-                   tfce: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   tfce: bool = False, two_sided: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """FWE-corrected p of each voxel from nilearn's sign-flip (intercept-only) second-level inference, and the
     TFCE map: without ``tfce``, p from the maximum t over sign flips (and no TFCE: zeros); with it, from the
-    maximum TFCE, which rewards spatially extended effects that a voxel's own t is too weak to show."""
+    maximum TFCE, which rewards spatially extended effects that a voxel's own t is too weak to show. One-sided
+    (effects above 0) unless ``two_sided`` (the maximum |t| or |TFCE|)."""
     from nilearn.glm.second_level import non_parametric_inference
 
     images = [nib.Nifti1Image(_unmask(e, inside).astype(np.float32), reference.affine) for e in effects]
@@ -207,7 +235,7 @@ def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti
     design = pd.DataFrame({"intercept": np.ones(len(effects))})
     # at least one sign flip, as the table and time tests: nilearn has no corrected p without one (a KeyError)
     result = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=max(inference.n_permutations, 1),
-                                      two_sided_test=False, random_state=inference.seed, n_jobs=1, verbose=0,
+                                      two_sided_test=two_sided, random_state=inference.seed, n_jobs=1, verbose=0,
                                       tfce=tfce)
     if not tfce:  # nilearn then returns the max-t map alone
         return 10.0 ** -np.asarray(result.dataobj, dtype=np.float64)[inside], np.zeros(int(inside.sum()))

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="paired comparison of two feature spaces (labels as in output names, repeatable): "
                             "held-out R² of A minus B on the same folds, with a p-value per voxel")
     model.add_argument("--alternative", choices=ALTERNATIVES, default=default(EncodingOptions, "alternative"),
-                       help="of the --compare test: greater = A predicts better than B (default), less, two-sided")
+                       help="of the --compare test: greater = A predicts better than B (default), less, two-sided; "
+                            "recorded in the sidecars, the group level tests the comparison the same way")
     decode = parser.add_argument_group("decoding (--analysis decoding)")
     decode.add_argument("--decode", default=default(DecodingOptions, "decode"), metavar="COLUMN=VALUE1,VALUE2",
                         help="the contrast to decode, from the events, e.g. trial_type=face,scrambled")

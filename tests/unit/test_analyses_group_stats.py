@@ -5,6 +5,7 @@ TFCE exists), and on null data the family-wise error rate stays near its nominal
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -37,20 +38,27 @@ def smooth_noise(rng: np.random.Generator, n_subjects: int) -> np.ndarray:
     return maps / maps[:, MASK].std()
 
 
-def group_maps(maps: np.ndarray, folder: Path, test: str, n_permutations: int, seed: int = 0) -> dict[str, np.ndarray]:
+def group_maps(maps: np.ndarray, folder: Path, test: str, n_permutations: int, seed: int = 0,
+               alternatives: list[str] | None = None) -> dict[str, np.ndarray]:
     """Each subject's map written as a participant R² map (0 outside the mask, as the app writes them), the group
-    test run on them; its output maps by stat, and the sidecar of the corrected p under ``"sidecar"``."""
+    test run on them; its output maps by stat, and the sidecar of the corrected p under ``"sidecar"``. With
+    ``alternatives`` (one per subject), the maps are paired comparisons' deltaRSquare maps whose sidecars record
+    the participant level's ``--alternative``, as ``--compare`` writes them."""
+    stat = "deltaRSquare" if alternatives else "rSquare"
     inputs, out = folder / "participants", folder / f"group-{test}"
     inputs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True)
     files = {}
     for index, values in enumerate(maps):
-        files[f"{index + 1:02d}"] = path = inputs / f"sub-{index + 1:02d}_task-sim_desc-sim_stat-rSquare_statmap.nii.gz"
+        files[f"{index + 1:02d}"] = path = inputs / f"sub-{index + 1:02d}_task-sim_desc-sim_stat-{stat}_statmap.nii.gz"
         save_nifti(nib.Nifti1Image(np.where(MASK, values, 0).astype(np.float32), AFFINE), path)
-    group = GroupInput("map", "func", "statmap", {"task": "sim", "desc": "sim", "stat": "rSquare"}, files)
+        if alternatives:
+            path.with_name(path.name.replace(".nii.gz", ".json")).write_text(
+                json.dumps({"Model": {"Alternative": alternatives[index]}}))
+    group = GroupInput("map", "func", "statmap", {"task": "sim", "desc": "sim", "stat": stat}, files)
     outputs = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=n_permutations, seed=seed))
     maps_out: dict = {o.entities["stat"]: nib.load(o.in_file).get_fdata() for o in outputs}
-    maps_out["sidecar"] = next(o.metadata for o in outputs if o.entities["stat"] == "pFWE")
+    maps_out["sidecar"] = next(o.metadata for o in outputs if o.entities["stat"] in ("pFWE", "pFDR"))
     return maps_out
 
 
@@ -118,3 +126,34 @@ def test_an_unknown_group_test_names_tfce_among_the_choices():
     with pytest.raises(UserError) as err:
         GroupOptions(group_test="tfc")
     assert "tfc" in err.value.message and "tfce" in err.value.fix
+
+
+@pytest.mark.parametrize("test", ["permutation", "tfce", "parametric"])
+def test_delta_r2_maps_are_tested_in_the_direction_the_comparison_asked(tmp_path, test):
+    """B better than A in a blob (delta R² = A - B below 0 there), A better than B in a second blob: "less" finds
+    only the first, "greater" only the second, "two-sided" both; the maps keep the sign of A - B."""
+    rng = np.random.default_rng(3)
+    shift = np.zeros(3)
+    shift[0] = 3.0
+    first = np.exp(-((GRID - (CENTER - shift)[:, None, None, None]) ** 2).sum(axis=0) / (2 * 1.2 ** 2))
+    second = np.exp(-((GRID - (CENTER + shift)[:, None, None, None]) ** 2).sum(axis=0) / (2 * 1.2 ** 2))
+    maps = 4.0 * (second - first) + smooth_noise(rng, 12)
+    in_first, in_second = (first > 0.5) & MASK, (second > 0.5) & MASK
+    found = {}
+    for alternative in ("less", "greater", "two-sided"):
+        result = group_maps(maps, tmp_path / alternative, test, n_permutations=200, alternatives=[alternative] * 12)
+        corrected = result["pFWE" if test != "parametric" else "pFDR"]
+        found[alternative] = ((corrected[in_first] < 0.05).mean(), (corrected[in_second] < 0.05).mean())
+        assert result["sidecar"]["Alternative"] == alternative
+        assert np.median(result["t"][in_first]) < 0 < np.median(result["t"][in_second])
+        assert np.median(result["deltaRSquare"][in_first]) < 0
+    print(test, found)
+    assert found["less"][0] > 0.7 and found["less"][1] == 0
+    assert found["greater"][0] == 0 and found["greater"][1] > 0.7
+    assert min(found["two-sided"]) > 0.5
+
+
+def test_subjects_compared_in_different_directions_are_not_tested_together(tmp_path):
+    maps = smooth_noise(np.random.default_rng(0), 3)
+    with pytest.raises(UserError, match="different --alternative"):
+        group_maps(maps, tmp_path, "parametric", n_permutations=0, alternatives=["greater", "greater", "two-sided"])
