@@ -30,6 +30,10 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   axis (``bids_encoding/data/story_semantic.tsv``, written by
   ``plugins/glove/tools/story_semantic_axis.py``) minus the run's mean, so that
   only a model of word meaning (GloVe features) explains it;
+* ``ratelength`` - right angular gyrus sphere driven by word rate and word length alike:
+  the sum of the ``wordrate`` and ``wordlength`` regressors (nearly uncorrelated, each
+  z-scored), z-scored again, so each feature space alone explains about half of its
+  signal: the region where ``--compare wordrate:wordlength`` must find a tie;
 * ``edges``      - right lateral occipital sphere; a 1 s boxcar at every trial
   whose height is the image's edge energy (:func:`edge_energy`: the mean
   absolute difference between neighbouring pixels, across rows plus across
@@ -167,6 +171,8 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "impulse of height semantic(word) - its mean in the run, at each word onset, where semantic(word) is "
                 "the word's GloVe 6B 50d vector projected on a fixed random unit axis (story_semantic.tsv), "
                 "glover HRF, z-scored per run"),
+        Planted("ratelength", "lpp", (45.0, -66.0, 30.0), 10.0, 0.8,
+                "the wordrate and wordlength regressors added, z-scored per run: a tie between the two feature spaces"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -410,6 +416,9 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
         onsets, durations = events["onset"].to_numpy(float), events["duration"].to_numpy(float)
         return np.column_stack([_hrf_regressor(onsets[factor == k], durations[factor == k], height[factor == k], n_volumes)
                                 for k in range(N_LATENT_FACTORS)])
+    if name == "ratelength":
+        both = planted_regressor("wordrate", events, n_volumes) + planted_regressor("wordlength", events, n_volumes)
+        return (both - both.mean()) / both.std()
     if name == "wordrate":
         heights, durations = np.ones(len(events)), np.zeros(len(events))
     elif name == "wordlength":

@@ -1,4 +1,5 @@
-"""--compare on the example: word rate predicts its own sphere better than word length, and the reverse."""
+"""--compare on the example: word rate predicts its own sphere better than word length, and the reverse; where both
+drive a sphere alike (``ratelength``) the paired test finds a tie, though each model alone is significant there."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_datase
           f"q < 0.05 in {int(np.sum(q[rest] < 0.05))} of {int(rest.sum())}")
     assert outside < 0.08
     assert np.sum(q[rest] < 0.05) <= max(2, 0.005 * rest.sum())
+    # the tie: both models predict the sphere (each alone is significant in most of it), neither better
+    tie = truth["ratelength"] & mask
+    singles = {name: nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-{name}_stat-q_statmap.nii.gz")
+               .get_fdata()[tie] for name in ("wordrate", "wordlength")}
+    print(f"tie sphere ({tie.sum()} voxels): wordrate q < 0.05 in {np.mean(singles['wordrate'] < 0.05):.2f}, wordlength "
+          f"in {np.mean(singles['wordlength'] < 0.05):.2f}; paired p < 0.05 in {np.mean(p[tie] < 0.05):.2f}, "
+          f"q < 0.05 in {np.mean(q[tie] < 0.05):.2f}, median delta R2 {np.median(delta[tie]):.4f} (wordrate sphere "
+          f"{np.median(delta[rate]):.4f})")
+    assert all(np.mean(values < 0.05) > 0.5 for values in singles.values())
+    assert np.mean(p[tie] < 0.05) < 0.15 and not np.any(q[tie] < 0.05)
+    assert abs(np.median(delta[tie])) < 0.35 * np.median(delta[rate])
     sidecar = json.loads(statmap(out, "p").with_suffix("").with_suffix(".json").read_text())
     assert sidecar["ComparedModels"] == {"A": "wordrate", "B": "wordlength"}
     assert "Williams" in sidecar["Model"]["SignificanceNull"] and sidecar["Model"]["Alternative"] == "greater"

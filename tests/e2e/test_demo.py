@@ -25,7 +25,8 @@ def test_demo_runs_both_levels_and_the_group_finds_each_planted_sphere_significa
     assert {p.name for p in out.glob("*.html")} == {f"{s}.html" for s in subjects} | {"group.html"}
     # every trial drives the face sphere (by category) and the latent sphere (one factor each), not the edges one
     # and the one short drifting run of the blocks task drives the sound sphere
-    for task, desc, spheres in (("lpp", "wordrate", {"wordrateSphere"}), ("faces", "trialtype", {"faceSphere", "latentSphere"}),
+    # (the ratelength sphere follows word rate and word length alike)
+    for task, desc, spheres in (("lpp", "wordrate", {"wordrateSphere", "ratelengthSphere"}), ("faces", "trialtype", {"faceSphere", "latentSphere"}),
                                 ("blocks", "trialtype", {"soundSphere"})):
         regions = pd.read_csv(out / "group" / f"task-{task}_space-{SPACE}_desc-{desc}_regions.tsv", sep="\t")
         assert {*subjects, "p_value", "p_fwe"} <= set(regions.columns) and (regions["n_subjects"] == DEMO_SUBJECTS).all()
@@ -42,7 +43,8 @@ def test_demo_runs_both_levels_and_the_group_finds_each_planted_sphere_significa
     prefix = out / "group" / f"task-lpp_space-{SPACE}_desc-wordrate_stat-"
     p_fwe, t = (nib.load(f"{prefix}{stat}_statmap.nii.gz").get_fdata() for stat in ("pFWE", "t"))
     significant = p_fwe < 0.05
-    assert significant[truth["wordrate"]].sum() >= 1 and not significant[~truth["wordrate"]].any()
+    driven = truth["wordrate"] | truth["ratelength"]  # word rate drives both
+    assert significant[truth["wordrate"]].sum() >= 1 and not significant[~driven].any()
     assert np.argmax(t) in np.flatnonzero(truth["wordrate"])
     assert np.abs(t).max() < 1e3  # no t from a variance of ~0
     sidecar = json.loads((out / "group" / f"task-lpp_space-{SPACE}_desc-wordrate_stat-pFWE_statmap.json").read_text())
