@@ -207,6 +207,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
             continue
         results = 8 * len(folds) * n_vox * (4 + 2 * len(bands))  # the per-fold score arrays below
         results += 8 * n_vox * (3 * len(folds) + 4)  # combining them after the loop (Cauchy's temporaries, means)
+        results += 4 * Y.size if keep_predictions else 0  # every held-out prediction, kept for a paired comparison
         data = 4 * (len(train) + len(test) + (len(X_all) if pca else 0)) * n_features  # X[train], X[test], reduced X
         per_voxel += 128 * len(test) + (16 * len(bands) * len(test) + 4 * n_features if banded else 0)  # scoring a chunk
         chunks.append(chunk_for_budget(int(mem_gb * GB) - held - results - data, fixed, per_voxel, n_vox, chunk_size,

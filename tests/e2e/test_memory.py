@@ -92,3 +92,16 @@ def test_cli_cap_too_small_is_one_paragraph_and_writes_nothing(example_dataset, 
 def test_mem_gb_must_be_positive(example_dataset, tmp_path):
     result = run_cli(example_dataset, tmp_path / "out", "participant", "--features", "wordrate", "--mem-gb", "0")
     assert result.returncode == 2 and "--mem-gb must be a positive number" in result.stderr
+
+
+def test_kept_predictions_count_against_the_cap():
+    """--compare keeps every held-out prediction (an array the size of the BOLD): the minimum cap grows by its size."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((100, 10), dtype=np.float32), rng.standard_normal((100, 500_000), dtype=np.float32)
+
+    def minimum(keep: bool) -> float:
+        with pytest.raises(UserError) as caught:
+            encode_runs(X, Y, [20] * 5, mem_gb=0.01, keep_predictions=keep)
+        return float(caught.value.message.split("Give --mem-gb ")[1].split()[0])
+
+    assert minimum(True) - minimum(False) >= Y.nbytes / 2 ** 30 - 0.1  # the named minimum is rounded up to 0.1 GB
