@@ -52,6 +52,11 @@ REGION_COLUMNS = {
     "max_r2": "largest held-out R²", "mean_r": "mean held-out correlation",
     "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR)",
 }
+COMPARISON_REGION_COLUMNS = {
+    **{key: REGION_COLUMNS[key] for key in ("index", "name", "n_voxels")},
+    "mean_delta_r2": "mean over the region's voxels of held-out R² of model A minus that of model B",
+    "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR) in the paired comparison",
+}
 
 
 def alphas(options: EncodingOptions) -> np.ndarray:
@@ -118,15 +123,30 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
     )
 
 
-def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
-    """One row per atlas region: size, mean and max R², mean r, fraction significant."""
+def region_table(labels: np.ndarray, names: dict[int, str], measures: dict[str, Any]) -> pd.DataFrame:
+    """One row per atlas region (label value, name, size) with each measure of its voxels: ``measures`` maps a
+    column to a function of the region's boolean voxel mask."""
     rows = []
     for index in sorted(set(np.unique(labels)) - {0}):
         inside = labels == index
         rows.append({"index": int(index), "name": names.get(int(index), f"label{index}"), "n_voxels": int(inside.sum()),
-                     "mean_r2": float(scores.r2[inside].mean()), "max_r2": float(scores.r2[inside].max()),
-                     "mean_r": float(scores.r[inside].mean()), "fraction_significant": float((scores.q[inside] < 0.05).mean())})
-    return pd.DataFrame(rows, columns=list(REGION_COLUMNS))
+                     **{column: float(measure(inside)) for column, measure in measures.items()}})
+    return pd.DataFrame(rows, columns=["index", "name", "n_voxels", *measures])
+
+
+def region_summary(scores: EncodingScores, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
+    """One row per atlas region: size, mean and max R², mean r, fraction significant."""
+    return region_table(labels, names, {"mean_r2": lambda v: scores.r2[v].mean(), "max_r2": lambda v: scores.r2[v].max(),
+                                        "mean_r": lambda v: scores.r[v].mean(),
+                                        "fraction_significant": lambda v: (scores.q[v] < 0.05).mean()})
+
+
+def _write_regions(table: pd.DataFrame, columns: dict[str, str], desc: str, out_dir: Path, atlas: str,
+                   metadata: dict) -> Output:
+    path = out_dir / f"desc-{desc}_regions.tsv"
+    write_tsv(table, path)
+    return Output(in_file=str(path), entities={"desc": desc}, suffix="regions",
+                  metadata={**column_descriptions(columns), "Atlas": str(atlas), **metadata})
 
 
 def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path, metadata: dict,
@@ -134,11 +154,8 @@ def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path
     outputs = []
     if atlas:
         labels, names = atlas_labels(atlas, task.mask)
-        path = out_dir / f"desc-{desc}_regions.tsv"
-        write_tsv(region_summary(scores, labels, names), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": desc}, suffix="regions",
-                              metadata={**column_descriptions(REGION_COLUMNS),
-                                        "Atlas": str(atlas), "Model": metadata.get("Model")}))
+        outputs.append(_write_regions(region_summary(scores, labels, names), REGION_COLUMNS, desc, out_dir, atlas,
+                                      {"Model": metadata.get("Model")}))
     for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
         path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
         save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
@@ -324,7 +341,14 @@ def compare_encoding(bold_files: list[Path], feature_files: list[list[Path]], tr
         metadata = {"ComparedModels": {"A": a, "B": b}, "Model": model, "Features": provenances,
                     "Sources": [str(f) for f in task.bold_files]}
         desc = comparison_label(a, b)
-        for stat, values in (("deltaRSquare", delta), ("p", p), ("q", significance.fdr(p))):
+        q = significance.fdr(p)
+        if fmri.atlas:
+            labels, names = atlas_labels(fmri.atlas, task.mask)
+            table = region_table(labels, names, {"mean_delta_r2": lambda v: delta[v].mean(),
+                                                 "fraction_significant": lambda v: (q[v] < 0.05).mean()})
+            outputs.append(_write_regions(table, COMPARISON_REGION_COLUMNS, desc, out_dir, fmri.atlas,
+                                          {"ComparedModels": metadata["ComparedModels"], "Model": model}))
+        for stat, values in (("deltaRSquare", delta), ("p", p), ("q", q)):
             path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
             save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
             text = STATS[stat] if stat == "deltaRSquare" else (

@@ -17,7 +17,7 @@ its test, each from the library made for it:
 
 Every test is of the effect above chance (0 for R² and correlations, the
 sidecar's chance level for accuracies and AUCs), one-sided; a paired comparison's
-``deltaRSquare`` maps are tested in the direction its participant level was asked
+``deltaRSquare`` maps and region tables are tested in the direction its participant level was asked
 (``--alternative``, recorded in their sidecars: A better than B, worse, or either).
 
 A location (voxel, time point, row) whose value is the same in every subject, up to
@@ -146,7 +146,7 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     stat = group.entities["stat"]
     sidecars = [_sidecar(group.files[s]) for s in sorted(group.files)]
     chance = _chance(sidecars[0])
-    alternative = map_alternative(group, sidecars)
+    alternative = tested_alternative(group, sidecars)
     sided = SIDED[alternative]
     computed = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
     constant = np.zeros(computed.shape, bool)
@@ -202,10 +202,14 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
 SIDED = {"greater": "one-sided (above chance)", "less": "one-sided (below chance)", "two-sided": "two-sided"}
 
 
-def map_alternative(group: GroupInput, sidecars: list[dict[str, Any]]) -> str:
-    """The direction a map is tested in: above chance, except a paired comparison's ``deltaRSquare``, tested as its
-    participant level asked (``--alternative`` there, recorded as ``Model.Alternative``), the same in every subject."""
-    if group.entities.get("stat") != "deltaRSquare":
+TAILS = {"greater": 1, "less": -1, "two-sided": 0}  # mne's permutation_t_test
+
+
+def tested_alternative(group: GroupInput, sidecars: list[dict[str, Any]]) -> str:
+    """The direction an output is tested in: above chance, except a paired comparison's (``deltaRSquare`` maps,
+    region tables), tested as its participant level asked (``--alternative`` there, recorded as
+    ``Model.Alternative`` beside ``ComparedModels``), the same in every subject."""
+    if not any("ComparedModels" in sidecar for sidecar in sidecars):
         return "greater"
     asked = {s.get("Model", {}).get("Alternative", "greater") for s in sidecars}
     if len(asked) > 1:
@@ -321,15 +325,18 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
 
     table_kind = TABLE_KINDS[(group.datatype, group.suffix)]
     subjects = sorted(group.files)
+    sidecars = [_sidecar(group.files[s]) for s in subjects]
+    alternative = tested_alternative(group, sidecars)
     long = []
     for subject in subjects:
         table = pd.read_csv(group.files[subject], sep="\t", na_values="n/a", keep_default_na=False)
-        lacking = [c for c in (*table_kind.keys, *table_kind.measures) if c not in table]
+        measures = [c for c in table_kind.measures if c in table]
+        lacking = [c for c in table_kind.keys if c not in table] + ([] if measures else [" or ".join(table_kind.measures)])
         if lacking:
             raise UserError(f"this table lacks the columns {', '.join(lacking)}", path=group.files[subject],
                             fix="Rerun the participant level for this subject with this version of bids-encoding")
         chance = table[table_kind.chance_column] if table_kind.chance_column else 0.0
-        for measure in table_kind.measures:
+        for measure in measures:
             long.append(table[list(table_kind.keys)].assign(measure=measure, subject=f"sub-{subject}",
                                                             value=table[measure], chance=chance))
     rows = pd.concat(long).pivot_table(index=[*table_kind.keys, "measure", "chance"], columns="subject",
@@ -337,10 +344,11 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     rows = rows[[f"sub-{s}" for s in subjects]].dropna()
     effects = (rows.to_numpy(float) - rows.index.get_level_values("chance").to_numpy(float)[:, None]).T
     constant = constant_columns(rows.to_numpy(float).T)
-    t, p = _one_sample(effects, constant)
+    t, p = _one_sample(effects, constant, alternative)
     corrected = np.ones(len(rows))
     if options.sign_flips and not constant.all():  # max-t over the rows tested
-        _, corrected[~constant], _ = permutation_t_test(effects[:, ~constant], tail=1, seed=inference.seed,
+        _, corrected[~constant], _ = permutation_t_test(effects[:, ~constant], tail=TAILS[alternative],
+                                                        seed=inference.seed,
                                                         n_permutations=max(inference.n_permutations, 1), verbose=False)
     elif not constant.all():
         corrected[~constant] = fdr_adjust(p[~constant])
@@ -357,12 +365,13 @@ def table_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     write_tsv(summary[ordered], path)
     columns = {"measure": "the participant table's column tested", "chance": "the chance level it is tested against",
                "n_subjects": "subjects in the test", "mean": "mean across subjects", "sem": "standard error of that mean",
-               "t": "one-sample t statistic above chance", "p_value": "one-sided p-value of that t (uncorrected)",
-               column: f"one-sided p-value, {CORRECTION[options.group_test]}-corrected over the rows",
+               "t": "one-sample t statistic against chance", "p_value": f"{SIDED[alternative]} p-value of that t "
+                                                                          "(uncorrected)",
+               column: f"{SIDED[alternative]} p-value, {CORRECTION[options.group_test]}-corrected over the rows",
                **{name: RSA_CEILING[name] for name in ceiling}, "sub-<label>": "each subject's value"}
     metadata = {**column_descriptions(columns), **_flag_constant(int(constant.sum()), len(rows), "rows", group),
-                **_subjects(group), **describe(options, inference),
-                **_participant_model(_sidecar(group.files[subjects[0]]))}
+                **_subjects(group), **describe(options, inference), "Alternative": alternative,
+                **_participant_model(sidecars[0])}
     return [Output(in_file=str(path), suffix=group.suffix, entities=group.entities, metadata=metadata)]
 
 

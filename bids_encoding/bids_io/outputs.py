@@ -24,7 +24,8 @@ MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean sear
 
 @dataclass(frozen=True)
 class TableKind:
-    """How to test one kind of participant table: which columns name a row, which are measured, against what."""
+    """How to test one kind of participant table: which columns name a row, which are measured (each one the
+    table has, at least one), against what."""
 
     keys: tuple[str, ...]
     measures: tuple[str, ...]
@@ -33,7 +34,8 @@ class TableKind:
 
 TABLE_KINDS = {
     ("func", "decoding"): TableKind(keys=("source",), measures=("balanced_accuracy", "roc_auc"), chance_column="chance"),
-    ("func", "regions"): TableKind(keys=("index", "name"), measures=("mean_r2",)),
+    # an encoding model's regions, or a paired comparison's (--compare with --atlas)
+    ("func", "regions"): TableKind(keys=("index", "name"), measures=("mean_r2", "mean_delta_r2")),
     ("func", "scores"): TableKind(keys=("region", "model"), measures=("score",)),  # RSA, against 0
     ("eeg", "encoding"): TableKind(keys=("channel",), measures=("r",)),
     ("meg", "encoding"): TableKind(keys=("channel",), measures=("r",)),

@@ -31,9 +31,11 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   ``plugins/glove/tools/story_semantic_axis.py``) minus the run's mean, so that
   only a model of word meaning (GloVe features) explains it;
 * ``ratelength`` - right angular gyrus sphere driven by word rate and word length alike:
-  the sum of the ``wordrate`` and ``wordlength`` regressors (nearly uncorrelated, each
-  z-scored), z-scored again, so each feature space alone explains about half of its
-  signal: the region where ``--compare wordrate:wordlength`` must find a tie;
+  the sum of the ``wordrate`` and ``wordlength`` regressors, each scaled to unit variance
+  after the removal of drifts below 0.01 Hz (the app's default high-pass, which takes more
+  of the slower word rate), z-scored. Each feature space alone then explains the same
+  share of the sphere's signal whatever the two regressors' correlation (about -0.15):
+  the region where ``--compare wordrate:wordlength`` must find a tie;
 * ``edges``      - right lateral occipital sphere; a 1 s boxcar at every trial
   whose height is the image's edge energy (:func:`edge_energy`: the mean
   absolute difference between neighbouring pixels, across rows plus across
@@ -94,6 +96,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nilearn import signal
 from nilearn.datasets import load_mni152_brain_mask
 from nilearn.glm.first_level.hemodynamic_models import compute_regressor
 from PIL import Image, ImageDraw
@@ -111,6 +114,7 @@ N_IMAGES = 20  # faces and as many scrambled faces
 IMAGE_SIZE = 64
 BLOCK = 8  # side of the blocks shuffled to scramble a face
 MAX_SUBJECTS = 99  # two-digit labels
+TIE_HIGH_PASS = 0.01  # Hz: the drift removal the ratelength sphere's two parts are balanced after (the app's default)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "the word's GloVe 6B 50d vector projected on a fixed random unit axis (story_semantic.tsv), "
                 "glover HRF, z-scored per run"),
         Planted("ratelength", "lpp", (45.0, -66.0, 30.0), 10.0, 0.8,
-                "the wordrate and wordlength regressors added, z-scored per run: a tie between the two feature spaces"),
+                "the wordrate and wordlength regressors, each scaled to unit variance after a 0.01 Hz cosine high-pass, "
+                "added, z-scored per run: a tie between the two feature spaces"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -416,8 +421,10 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
         onsets, durations = events["onset"].to_numpy(float), events["duration"].to_numpy(float)
         return np.column_stack([_hrf_regressor(onsets[factor == k], durations[factor == k], height[factor == k], n_volumes)
                                 for k in range(N_LATENT_FACTORS)])
-    if name == "ratelength":
-        both = planted_regressor("wordrate", events, n_volumes) + planted_regressor("wordlength", events, n_volumes)
+    if name == "ratelength":  # each part scaled to unit variance as the models see it, after the default high-pass
+        parts = np.column_stack([planted_regressor(part, events, n_volumes) for part in ("wordrate", "wordlength")])
+        seen = signal.clean(parts, detrend=True, standardize=None, filter="cosine", high_pass=TIE_HIGH_PASS, t_r=TR)
+        both = (parts / seen.std(axis=0)).sum(axis=1)
         return (both - both.mean()) / both.std()
     if name == "wordrate":
         heights, durations = np.ones(len(events)), np.zeros(len(events))

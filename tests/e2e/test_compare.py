@@ -9,9 +9,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
-from bids_encoding.example import load_truth
+from bids_encoding.example import atlas_path, load_truth
 
 from ..conftest import SPACE, run_cli, snapshot, validator_errors
 
@@ -35,7 +36,7 @@ def compared(example_dataset, tmp_path_factory):
     out = root / "out"
     result = run_cli(example_dataset, out, "participant", "-d", example_dataset / "derivatives/fmriprep",
                      "--task", "lpp", "--features", "wordrate", "wordlength", "--compare", "wordrate:wordlength",
-                     "-w", root / "work", "--n-cpus", "2")
+                     "--atlas", atlas_path(example_dataset), "-w", root / "work", "--n-cpus", "2")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -65,6 +66,7 @@ def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_datase
           f"{np.median(delta[rate]):.4f})")
     assert all(np.mean(values < 0.05) > 0.5 for values in singles.values())
     assert np.mean(p[tie] < 0.05) < 0.15 and not np.any(q[tie] < 0.05)
+    assert np.mean(p[tie] > 0.95) < 0.15  # nor B better than A: p > 0.95 one-sided is p < 0.05 the other way
     assert abs(np.median(delta[tie])) < 0.35 * np.median(delta[rate])
     sidecar = json.loads(statmap(out, "p").with_suffix("").with_suffix(".json").read_text())
     assert sidecar["ComparedModels"] == {"A": "wordrate", "B": "wordlength"}
@@ -93,6 +95,14 @@ def test_group_level_tests_the_delta_r2_maps_and_finds_the_wordrate_sphere(compa
     rate, rest = truth["wordrate"] & mask, mask & ~np.any(list(truth.values()), axis=0)
     assert np.median(delta[rate]) > 0 and np.median(t[rate]) > np.percentile(t[rest], 95)
     assert Path(f"{prefix}pFDR_statmap.nii.gz").exists()
+    # the region tables (--atlas): word rate beats word length in its sphere, the reverse in the other, a tie between
+    regions = pd.read_csv(out / "group" / f"task-lpp_space-{SPACE}_desc-{DESC}_regions.tsv", sep="\t").set_index("name")
+    print(regions[["mean", "t", "p_value", "p_fdr"]])
+    # (three subjects: FDR over the eight regions is out of reach; the uncorrected p and the ranking are not)
+    assert regions.loc["wordrateSphere", "p_value"] < 0.05 and regions["t"].idxmax() == "wordrateSphere"
+    assert regions.loc["wordlengthSphere", "t"] < 0 and 0.05 < regions.loc["ratelengthSphere", "p_value"] < 0.95
+    assert json.loads((out / "group" / f"task-lpp_space-{SPACE}_desc-{DESC}_regions.json").read_text())[
+        "Alternative"] == "greater"
 
 
 def test_comparing_a_feature_space_that_was_not_requested_is_a_user_error(example_dataset, tmp_path):

@@ -54,7 +54,7 @@ def group_maps(maps: np.ndarray, folder: Path, test: str, n_permutations: int, s
         save_nifti(nib.Nifti1Image(np.where(MASK, values, 0).astype(np.float32), AFFINE), path)
         if alternatives:
             path.with_name(path.name.replace(".nii.gz", ".json")).write_text(
-                json.dumps({"Model": {"Alternative": alternatives[index]}}))
+                json.dumps({"ComparedModels": {"A": "a", "B": "b"}, "Model": {"Alternative": alternatives[index]}}))
     group = GroupInput("map", "func", "statmap", {"task": "sim", "desc": "sim", "stat": stat}, files)
     outputs = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=n_permutations, seed=seed))
     maps_out: dict = {o.entities["stat"]: nib.load(o.in_file).get_fdata() for o in outputs}
@@ -157,3 +157,27 @@ def test_subjects_compared_in_different_directions_are_not_tested_together(tmp_p
     maps = smooth_noise(np.random.default_rng(0), 3)
     with pytest.raises(UserError, match="different --alternative"):
         group_maps(maps, tmp_path, "parametric", n_permutations=0, alternatives=["greater", "greater", "two-sided"])
+
+
+def test_comparison_region_tables_are_tested_in_the_direction_asked(tmp_path):
+    """Six subjects' --compare region tables: B beats A in region 1, A beats B in region 2, a tie in region 3."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    files = {}
+    for subject in range(1, 7):
+        files[f"{subject:02d}"] = path = tmp_path / f"sub-{subject:02d}_task-sim_desc-aVsB_regions.tsv"
+        pd.DataFrame({"index": [1, 2, 3], "name": ["one", "two", "three"], "n_voxels": 20,
+                      "mean_delta_r2": [-0.05, 0.05, 0.0] + 0.01 * rng.standard_normal(3),
+                      "fraction_significant": 0.0}).to_csv(path, sep="\t", index=False)
+        path.with_suffix(".json").write_text(json.dumps({"ComparedModels": {"A": "a", "B": "b"},
+                                                         "Model": {"Alternative": "less"}}))
+    group = GroupInput("table", "func", "regions", {"task": "sim", "desc": "aVsB"}, files)
+    for test, column in (("parametric", "p_fdr"), ("permutation", "p_fwe")):
+        out = tmp_path / test
+        out.mkdir()
+        output, = group_test(group, out, GroupOptions(group_test=test), StatsOptions(n_permutations=1000))
+        table = pd.read_csv(output.in_file, sep="\t").set_index("name")
+        assert set(table["measure"]) == {"mean_delta_r2"} and output.metadata["Alternative"] == "less"
+        assert table.loc["one", column] < 0.05 and table.loc["two", "p_value"] > 0.99, table
+        assert table.loc["one", "t"] < 0 < table.loc["two", "t"]
