@@ -388,6 +388,14 @@ LAYER_TEST_COLUMNS = {
     "mean_difference": "mean across subjects of the second region's preferred layer minus the first's",
     "n_subjects": "subjects in the test",
 }
+LAYER_TESTS = {
+    0: "none: fewer than two regions qualified (see RegionSelection)",
+    1: "none: fewer than two regions qualified (see RegionSelection)",
+    2: "paired t-test across subjects (scipy.stats.ttest_rel, two-sided) of the two regions' preferred layers",
+    3: "Friedman's test over the regions (scipy.stats.friedmanchisquare, chi-square approximation: rough with few "
+       "subjects), then a paired t-test across subjects (scipy.stats.ttest_rel, two-sided) of every pair of regions' "
+       "preferred layers, Holm-adjusted",
+}
 PREFERRED_LAYER = ("each subject's R²-weighted mean layer of the region (weights max(R², 0) of the layers' region "
                    "R²): a continuous summary of the depth that predicts the region best")
 
@@ -413,7 +421,7 @@ def layer_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     wide = wide[[f"sub-{s}" for s in subjects]].dropna()
     mean, low, high = layer_sweep.mean_ci(wide.to_numpy(float), axis=1)
     summary = wide.reset_index().assign(n_subjects=len(subjects), mean_r2=mean, ci_low=low, ci_high=high)
-    summary["best"] = (summary["mean_r2"] == summary.groupby("index")["mean_r2"].transform("max")).astype(int)
+    summary["best"] = summary.index.isin(summary.groupby("index")["mean_r2"].idxmax()).astype(int)  # ties: shallowest
     ordered = ["index", "name", "layer", "n_subjects", "mean_r2", "ci_low", "ci_high", "best",
                *[f"sub-{s}" for s in subjects]]
     path = Path(out_dir) / f"{group.name}_layers.tsv"
@@ -437,10 +445,7 @@ def layer_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     path = Path(out_dir) / f"{group.name}_layertest.tsv"
     write_tsv(pd.DataFrame(rows, columns=list(LAYER_TEST_COLUMNS)), path)
     metadata = {**column_descriptions(LAYER_TEST_COLUMNS),
-                "LayerTest": "paired t-test across subjects (scipy.stats.ttest_rel, two-sided) of the regions' preferred "
-                        "layers for two regions; for more, Friedman's test over regions (scipy.stats."
-                        "friedmanchisquare, chi-square approximation: rough with few subjects) and paired t-tests "
-                        "of every pair, Holm-adjusted",
+                "LayerTest": LAYER_TESTS[min(len(regions), 3)],
                 "PreferredLayer": PREFERRED_LAYER,
                 "PreferredLayers": {region: dict(zip([f"sub-{s}" for s in subjects], np.round(values, 4).tolist()))
                                     for region, values in zip(regions, preferred)},
