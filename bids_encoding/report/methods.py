@@ -270,7 +270,8 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
     tested = [f"{ents.get('desc')} {_kind(ents, sidecar)} (task {ents.get('task')}"
               + (f", against {sidecar['ChanceLevel']:g})" if "ChanceLevel" in sidecar else ")")
               for relative, ents, sidecar in items
-              if ents.get("stat") == "t" or (relative.endswith(".tsv") and ents["suffix"] != "regions")]
+              if ents.get("stat") == "t" or (relative.endswith(".tsv")
+                                             and ents["suffix"] not in ("regions", "layers", "layertest"))]
     if tested:
         text.append(f"the participant outputs tested were {_join(tested)}")
     tests = {}
