@@ -114,6 +114,8 @@ BIDSIGNORE = """*.html
 *_statmap.json
 *_regions.tsv
 *_regions.json
+*_layers.tsv
+*_layers.json
 *_decoding.tsv
 *_decoding.json
 *_timeseries.tsv.gz

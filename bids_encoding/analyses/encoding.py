@@ -11,6 +11,7 @@ between them. Plain functions; the workflow wraps them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from .. import features as feature_store
 from ..derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
 from ..fmri.bold import TaskData, load_task, run_entities
 from ..fmri.design import add_delays, downsample_events, hrf_design, remove_drifts
-from ..fmri.masks import atlas_labels
+from ..fmri.masks import atlas_labels, roi_mask
 from ..models.noise_ceiling import explainable_variance
 from ..models.ridge import DEFAULT_ALPHAS
 from ..models.standardize import zscore
 from ..errors import UserError
+from ..models import layers as layer_sweep
 from ..models import significance
 from ..models.voxelwise import EncodingScores, compare_models, encode_runs
 from ..options import EncodingOptions, FMRIOptions, StatsOptions, parse_comparison
@@ -43,6 +45,9 @@ STATS = {
     "deltaRSquare": "held-out R² of model A minus that of model B (ComparedModels), both from the same outer folds, "
                     "averaged over folds",
     "splitRSquare": "this feature space's share of the joint banded model's held-out R² (split R²; shares sum to the total)",
+    "bestLayer": "the extractor's layer (its index, 0 = embeddings) whose model has the highest held-out R² (averaged "
+                 "over outer folds) at this location; NaN outside the brain mask",
+    "bestLayerRSquare": "held-out R² (averaged over outer folds) of the layer in stat-bestLayer",
     "explainableVariance": "share of each voxel's variance repeated across runs with identical stimuli (noise ceiling "
                            "of R²; bias-corrected, Schoppe et al. 2016)",
 }
@@ -57,6 +62,24 @@ COMPARISON_REGION_COLUMNS = {
     "mean_delta_r2": "mean over the region's voxels of held-out R² of model A minus that of model B",
     "fraction_significant": "fraction of the region's voxels with q < 0.05 (FDR) in the paired comparison",
 }
+
+LAYER_COLUMNS = {
+    "index": "label value in the atlas image (1 for the --roi region)",
+    "name": "label name (from the atlas's TSV when given; 'roi' for the --roi region)",
+    "layer": "the extractor's layer (0 = embeddings)", "n_voxels": "voxels of the region inside the brain mask",
+    "mean_r2": "held-out R² of this layer's model, averaged over the region's voxels and the outer folds",
+    "ci_low": "lower bound of the 95 % confidence interval of mean_r2 across outer folds (t distribution over the "
+              "folds' region means; folds share training data, so the interval is approximate)",
+    "ci_high": "upper bound of that confidence interval", "n_folds": "outer folds",
+    "best": "1 for the layer with the highest mean_r2 in the region, else 0",
+}
+LAYER_LABEL = re.compile(r"^L(\d+)$")
+
+
+def layer_of(label: str) -> int | None:
+    """The layer index of a feature space label of an extractor with layers (``L6`` -> 6), else None."""
+    match = LAYER_LABEL.match(label)
+    return int(match.group(1)) if match else None
 
 
 def alphas(options: EncodingOptions) -> np.ndarray:
@@ -164,6 +187,44 @@ def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path
     return outputs
 
 
+def layer_outputs(by_layer: dict[int, np.ndarray], extractor: str, task: TaskData, out_dir: Path, metadata: dict,
+                  fmri: FMRIOptions) -> list[Output]:
+    """A layer sweep of one extractor: the best layer per voxel and its R², and with --atlas or --roi the R² by
+    layer per region with confidence intervals across outer folds (``desc-<extractor>_layers.tsv``)."""
+    layers = list(by_layer)
+    fold_r2 = np.stack([by_layer[k] for k in layers])  # layers x folds x voxels
+    best, best_r2 = layer_sweep.best_layer(fold_r2.mean(axis=1), layers)
+    sources = {"Sources": [str(b) for b in task.bold_files], "Layers": layers}
+    outputs = []
+    inside = np.asarray(task.mask.dataobj) > 0
+    for stat, values in (("bestLayer", best), ("bestLayerRSquare", best_r2)):
+        volume = masking.unmask(values.astype(np.float32), task.mask).get_fdata(dtype=np.float32)
+        volume[~inside] = np.nan
+        path = out_dir / f"desc-{extractor}_stat-{stat}.nii.gz"
+        save_nifti(nib.Nifti1Image(volume, task.mask.affine), path)
+        outputs.append(Output(in_file=str(path), entities={"desc": extractor, "stat": stat},
+                              metadata={"Description": STATS[stat], **metadata, **sources}))
+    if fmri.atlas:
+        labels, names = atlas_labels(fmri.atlas, task.mask)
+    elif fmri.roi:
+        labels, names = roi_mask(fmri.roi, task.brain).astype(int), {1: "roi"}
+    else:
+        return outputs
+    rows = []
+    for index, region in layer_sweep.region_layer_r2(fold_r2, labels).items():
+        top = int(np.argmax(region["mean"]))
+        rows += [{"index": index, "name": names.get(index, f"label{index}"), "layer": layer,
+                  "n_voxels": region["n_locations"], "mean_r2": region["mean"][k], "ci_low": region["ci_low"][k],
+                  "ci_high": region["ci_high"][k], "n_folds": fold_r2.shape[1], "best": int(k == top)}
+                 for k, layer in enumerate(layers)]
+    path = out_dir / f"desc-{extractor}_layers.tsv"
+    write_tsv(pd.DataFrame(rows, columns=list(LAYER_COLUMNS)), path)
+    outputs.append(Output(in_file=str(path), entities={"desc": extractor}, suffix="layers",
+                          metadata={**column_descriptions(LAYER_COLUMNS), **metadata, **sources,
+                                    "Regions": str(fmri.atlas or fmri.roi), "ConfidenceLevel": layer_sweep.CONFIDENCE}))
+    return outputs
+
+
 def _model_metadata(scores: EncodingScores, spaces: list[tuple[str, list[np.ndarray]]], task: TaskData,
                     options: EncodingOptions, description: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -262,11 +323,21 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
     spaces, provenance = _spaces(feature_files, task, options, fmri.hrf_model)
     description = describe(options, fmri, stats)
     outputs = []
+    extractor = provenance["Plugin"]["Name"]
+    by_layer: dict[int, np.ndarray] = {}  # layer -> folds x voxels held-out R²
     for name, X_runs in spaces:
         scores = fit_spaces(task, [(name, X_runs)], options, stats.seed)
         metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options, description),
                     "Features": provenance}
         outputs += _write_maps(scores, name, task, out_dir, metadata, fmri.atlas)
+        layer = layer_of(name[len(extractor):])
+        if layer is not None:
+            by_layer[layer] = scores.fold_r2
+            model = metadata["Model"]
+    if len(by_layer) >= 2:
+        metadata = {"FeatureSpaces": [f"{extractor}L{k}" for k in sorted(by_layer)], "Model": model,
+                    "Features": provenance}
+        outputs += layer_outputs(dict(sorted(by_layer.items())), extractor, task, out_dir, metadata, fmri)
     return (outputs + task_outputs(task, feature_files, out_dir)
             + stim_outputs(feature_files, task, out_dir, options, fmri.hrf_model))
 

@@ -9,6 +9,10 @@ its test, each from the library made for it:
   enhancement of the t map) or a parametric one-sample t-test with Benjamini-Hochberg FDR;
 * EEG/MEG decoding over time: the mean AUC with a t confidence band and mne's
   cluster permutation test over time;
+* layer sweeps (a region x layer R² table per subject): the mean R² by layer per region with
+  a t confidence interval across subjects, and a test of whether the layer that predicts best
+  differs between regions (paired t-test of each subject's R²-weighted mean layer for two
+  regions; Friedman's test, then paired t-tests of every pair with Holm's correction, for more);
 * tables (whole-pattern decoding, region summaries, TRF scores per channel, RSA scores):
   one row per decoder, region, channel or region and model, tested with mne's max-t
   permutation test (FWE over rows; also under ``tfce``, since rows have no neighbours to
@@ -42,6 +46,7 @@ from scipy import stats
 from ..bids_io.outputs import MAP_STATS, TABLE_KINDS, GroupInput
 from ..derivatives import Output, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
+from ..models import layers as layer_sweep
 from ..models.rsa import NOISE_CEILING_DESCRIPTION, noise_ceiling
 from ..options import GroupOptions, StatsOptions
 
@@ -403,7 +408,93 @@ def rsa_noise_ceiling(group: GroupInput, regions: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-TESTS = {"map": map_test, "time": time_test, "table": table_test}
+GROUP_LAYER_COLUMNS = {
+    "index": "label value in the atlas image", "name": "region name", "layer": "the extractor's layer (0 = embeddings)",
+    "n_subjects": "subjects", "mean_r2": "mean across subjects of the region's held-out R² for this layer",
+    "ci_low": "lower bound of the 95 % confidence interval of mean_r2 across subjects (t distribution)",
+    "ci_high": "upper bound of that confidence interval",
+    "best": "1 for the layer with the highest mean_r2 in the region, else 0",
+    "sub-<label>": "each subject's region R² for this layer (averaged over its outer folds)",
+}
+LAYER_TEST_COLUMNS = {
+    "test": "Friedman (do the regions' preferred layers differ, more than two regions) or paired t (two regions)",
+    "regions": "the regions compared (names, ' vs ' between them)",
+    "statistic": "Friedman's chi-square, or the paired t of the second region's preferred layer minus the first's",
+    "df": "degrees of freedom", "p_value": "two-sided p-value",
+    "p_holm": "p_value Holm-adjusted over the pairwise tests (the Friedman row: its own p)",
+    "mean_difference": "mean across subjects of the second region's preferred layer minus the first's",
+    "n_subjects": "subjects in the test",
+}
+LAYER_TESTS = {
+    0: "none: fewer than two regions qualified (see RegionSelection)",
+    1: "none: fewer than two regions qualified (see RegionSelection)",
+    2: "paired t-test across subjects (scipy.stats.ttest_rel, two-sided) of the two regions' preferred layers",
+    3: "Friedman's test over the regions (scipy.stats.friedmanchisquare, chi-square approximation: rough with few "
+       "subjects), then a paired t-test across subjects (scipy.stats.ttest_rel, two-sided) of every pair of regions' "
+       "preferred layers, Holm-adjusted",
+}
+PREFERRED_LAYER = ("each subject's R²-weighted mean layer of the region (weights max(R², 0) of the layers' region "
+                   "R²): a continuous summary of the depth that predicts the region best")
+
+
+def layer_test(group: GroupInput, out_dir: Path, options: GroupOptions,
+               inference: StatsOptions = StatsOptions()) -> list[Output]:
+    """A layer sweep across subjects: R² by layer per region with CIs across subjects, and whether the preferred
+    layer differs between regions (see :mod:`..models.layers`).
+
+    Regions enter the test when every subject has a preferred layer there (some layer with R² > 0) and the mean
+    across subjects of their best layer's R² is above 0: a region that no layer predicts has no preferred layer
+    to compare. The selection uses R², not the layers' order, so it does not favour a difference.
+    """
+    subjects = sorted(group.files)
+    tables = {s: pd.read_csv(group.files[s], sep="\t", na_values="n/a", keep_default_na=False) for s in subjects}
+    for subject, table in tables.items():
+        lacking = [c for c in ("index", "name", "layer", "mean_r2") if c not in table]
+        if lacking:
+            raise UserError(f"this layer table lacks the columns {', '.join(lacking)}", path=group.files[subject],
+                            fix="Rerun the participant level for this subject with this version of bids-encoding")
+    wide = pd.concat([t.assign(subject=f"sub-{s}") for s, t in tables.items()]).pivot_table(
+        index=["index", "name", "layer"], columns="subject", values="mean_r2", aggfunc="first", sort=True)
+    wide = wide[[f"sub-{s}" for s in subjects]].dropna()
+    mean, low, high = layer_sweep.mean_ci(wide.to_numpy(float), axis=1)
+    summary = wide.reset_index().assign(n_subjects=len(subjects), mean_r2=mean, ci_low=low, ci_high=high)
+    summary["best"] = summary.index.isin(summary.groupby("index")["mean_r2"].idxmax()).astype(int)  # ties: shallowest
+    ordered = ["index", "name", "layer", "n_subjects", "mean_r2", "ci_low", "ci_high", "best",
+               *[f"sub-{s}" for s in subjects]]
+    path = Path(out_dir) / f"{group.name}_layers.tsv"
+    write_tsv(summary[ordered], path)
+    participant = _participant_model(_sidecar(group.files[subjects[0]]))
+    outputs = [Output(in_file=str(path), suffix="layers", entities=group.entities,
+                      metadata={**column_descriptions(GROUP_LAYER_COLUMNS), "ConfidenceLevel": layer_sweep.CONFIDENCE,
+                                **_subjects(group), **participant})]
+    regions, preferred = [], []
+    for (index, name), rows in wide.groupby(level=["index", "name"], sort=True):
+        layers = rows.index.get_level_values("layer").to_numpy(int)
+        values = rows.to_numpy(float).T  # subjects x layers
+        weighted = layer_sweep.preferred_layer(values, list(layers))
+        if np.isfinite(weighted).all() and values.max(axis=1).mean() > 0:
+            regions.append(str(name))
+            preferred.append(weighted)
+    results = layer_sweep.layer_difference_test(np.array(preferred).T) if len(regions) >= 2 else []
+    rows = [{"test": r["test"], "regions": " vs ".join(regions[i] for i in r["regions"]), "statistic": r["statistic"],
+             "df": r["df"], "p_value": r["p_value"], "p_holm": r["p_holm"], "mean_difference": r["mean_difference"],
+             "n_subjects": len(subjects)} for r in results]
+    path = Path(out_dir) / f"{group.name}_layertest.tsv"
+    write_tsv(pd.DataFrame(rows, columns=list(LAYER_TEST_COLUMNS)), path)
+    metadata = {**column_descriptions(LAYER_TEST_COLUMNS),
+                "LayerTest": LAYER_TESTS[min(len(regions), 3)],
+                "PreferredLayer": PREFERRED_LAYER,
+                "PreferredLayers": {region: dict(zip([f"sub-{s}" for s in subjects], np.round(values, 4).tolist()))
+                                    for region, values in zip(regions, preferred)},
+                "RegionsTested": regions,
+                "RegionSelection": "regions where every subject has some layer with R² > 0 and the subjects' best-layer "
+                                   "R² is above 0 on average (selected on R², not on the layers' order)",
+                **_subjects(group), **participant}
+    outputs.append(Output(in_file=str(path), suffix="layertest", entities=group.entities, metadata=metadata))
+    return outputs
+
+
+TESTS = {"map": map_test, "time": time_test, "table": table_test, "layers": layer_test}
 
 
 KEPT_UNDER_TFCE = {"time": "keeps its cluster permutation test over time (mne)",

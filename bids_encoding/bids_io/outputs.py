@@ -46,7 +46,7 @@ TABLE_KINDS = {
 class GroupInput:
     """One participant output kind and name, with every subject's file: the unit one group test reads."""
 
-    kind: str  # "map", "time" or "table"
+    kind: str  # "map", "time", "table" or "layers"
     datatype: str
     suffix: str
     entities: dict[str, str]  # the file's entities without the subject
@@ -69,6 +69,8 @@ def _kind(path: Path, datatype: str, ents: dict[str, str]) -> str | None:
         return None
     if suffix == "decoding" and datatype in ("eeg", "meg"):
         return "time"
+    if suffix == "layers" and datatype == "func":
+        return "layers"  # a layer sweep's region x layer table
     return "table" if (datatype, suffix) in TABLE_KINDS else None
 
 

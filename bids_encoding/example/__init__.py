@@ -36,6 +36,16 @@ Planted signals (see :data:`PLANTED`; every planted regressor is built by
   of the slower word rate), z-scored. Each feature space alone then explains the same
   share of the sphere's signal whatever the two regressors' correlation (about -0.15):
   the region where ``--compare wordrate:wordlength`` must find a tie;
+* ``shallow`` and ``deep`` - a layer gradient: a left anterior temporal sphere that follows
+  a shallow layer (``L0``, the embeddings) and a left inferior frontal sphere that follows a
+  deep layer (``L5``) of the ``minilm`` extractor (all-MiniLM-L6-v2). An impulse at every word
+  onset whose height is that layer's features of the word, as the app extracts them (default
+  options, one run's words at a time, so in context), projected on a fixed random unit axis
+  per layer, minus the run's mean (``bids_encoding/data/story_layers.tsv``, one row per word
+  of each run, written by ``plugins/hflm/tools/story_layer_axes.py``). Amplitude 1.5: a random
+  direction of a 384-d layer is harder to learn than one feature. Each sphere's own layer
+  predicts it best (the other layers' R² fall off with distance in depth), so a layer sweep
+  of ``minilm`` finds the shallow sphere's best layer below the deep sphere's;
 * ``edges``      - right lateral occipital sphere; a 1 s boxcar at every trial
   whose height is the image's edge energy (:func:`edge_energy`: the mean
   absolute difference between neighbouring pixels, across rows plus across
@@ -178,6 +188,14 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
         Planted("ratelength", "lpp", (45.0, -66.0, 30.0), 10.0, 0.8,
                 "the wordrate and wordlength regressors, each scaled to unit variance after a 0.01 Hz cosine high-pass, "
                 "added, z-scored per run: a tie between the two feature spaces"),
+        Planted("shallow", "lpp", (-54.0, 6.0, -24.0), 10.0, 1.5,
+                "impulse of height minilm_L0(word) - its mean in the run, at each word onset, where minilm_L0 is the "
+                "word's layer-0 (embedding) features of the minilm extractor in its run's context projected on a fixed "
+                "random unit axis (story_layers.tsv), glover HRF, z-scored per run"),
+        Planted("deep", "lpp", (-48.0, 24.0, 12.0), 10.0, 1.5,
+                "impulse of height minilm_L5(word) - its mean in the run, at each word onset, where minilm_L5 is the "
+                "word's layer-5 features of the minilm extractor in its run's context projected on a fixed random unit "
+                "axis (story_layers.tsv), glover HRF, z-scored per run"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -263,6 +281,26 @@ def semantic_values() -> dict[str, float]:
     table = resources.files("bids_encoding").joinpath("data", "story_semantic.tsv").read_text(encoding="utf-8")
     rows = (line.rsplit("\t", 1) for line in table.splitlines()[1:] if line)
     return {word: float(value) for word, value in rows}
+
+
+LAYER_OF = {"shallow": "L0", "deep": "L5"}
+"""The ``minilm`` layer each sphere of the planted layer gradient follows (a column of story_layers.tsv)."""
+
+
+@lru_cache(maxsize=1)
+def layer_values() -> pd.DataFrame:
+    """Each word of each lpp run (``run``, ``position``, ``word``) projected from two minilm layers (package data)."""
+    with resources.files("bids_encoding").joinpath("data", "story_layers.tsv").open("r", encoding="utf-8") as table:
+        return pd.read_csv(table, sep="\t", keep_default_na=False, dtype={"word": str})
+
+
+def run_layer_values(words: pd.Series, layer: str) -> np.ndarray:
+    """One run's per-word values of a layer, found by the run's exact word sequence (the table holds every run)."""
+    table = layer_values()
+    for _, run in table.groupby("run"):
+        if len(run) == len(words) and (run["word"].to_numpy() == words.astype(str).to_numpy()).all():
+            return run[layer].to_numpy(float)
+    raise ValueError("these words are not one run of the example story (story_layers.tsv)")
 
 
 def n_letters(word: str) -> int:
@@ -433,6 +471,9 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
         heights, durations = letters - letters.mean(), np.zeros(len(events))
     elif name == "semantic":
         values = events["word"].map(semantic_values()).to_numpy(float)
+        heights, durations = values - values.mean(), np.zeros(len(events))
+    elif name in LAYER_OF:
+        values = run_layer_values(events["word"], LAYER_OF[name])
         heights, durations = values - values.mean(), np.zeros(len(events))
     elif name == "edges":
         energy = pd.Series([edge_energy(Path(stimuli_dir, f)) for f in events["stim_file"]], index=events.index)
@@ -832,7 +873,11 @@ def write_atlas(root: Path, mask: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def load_truth(dataset: str | Path, subject: str, task: str) -> dict[str, np.ndarray]:
-    """Boolean masks (brain-mask grid) of the voxels planted for each feature of ``task`` in ``subject``."""
+    """Boolean masks (brain-mask grid) of the voxels planted for each feature of ``task`` in ``subject``.
+
+    For ``lpp``: ``wordrate``, ``wordlength``, ``semantic`` and the layer gradient's ``shallow``
+    (minilm ``L0``) and ``deep`` (minilm ``L5``) spheres (:data:`LAYER_OF`).
+    """
     subject = str(subject).removeprefix("sub-")
     folder = Path(dataset) / "sourcedata" / "groundtruth"
     truth_file = folder / f"sub-{subject}_task-{task}_truth.json"

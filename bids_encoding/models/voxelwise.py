@@ -58,6 +58,7 @@ class EncodingScores:
     gammas: np.ndarray | None = None  # voxels x bands
     methods: dict = field(default_factory=dict)
     predictions: np.ndarray | None = None  # samples x voxels: each sample's held-out prediction (keep_predictions)
+    fold_r2: np.ndarray | None = None  # folds x voxels: each outer fold's held-out R² (r2 is their mean)
 
 
 def outer_folds(run_lengths: list[int], n_blocks: int = 5, gap: int = 5) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
@@ -254,7 +255,7 @@ def encode_runs(X: np.ndarray, Y: np.ndarray, run_lengths: list[int], bands: lis
         n_folds=len(folds), cv=cv,
         split_r2=split.mean(axis=0) if len(bands) > 1 else None,
         gammas=best_gammas.mean(axis=0) if len(bands) > 1 else None,
-        predictions=kept,
+        predictions=kept, fold_r2=r2,
         methods={
             "InnerCrossValidation": "leave-one-run-out within the training runs, or contiguous blocks for one run",
             "PenaltySelection": "least squared error over inner folds",

@@ -75,6 +75,23 @@ def layer_profile(layers: list[int], summaries: dict[str, list[float]], figure: 
     save_figure(fig, figure)
 
 
+def region_layers(frame, figure: Path, title: str, spread: str, max_regions: int = 8) -> None:
+    """R² by layer per region, with each point's confidence interval (columns name, layer, mean_r2, ci_low,
+    ci_high); only the ``max_regions`` regions best predicted by some layer, so the lines stay readable."""
+    peaks = frame.groupby("name")["mean_r2"].max().sort_values(ascending=False)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name in peaks.index[:max_regions]:
+        rows = frame[frame["name"] == name].sort_values("layer")
+        mean = rows["mean_r2"].to_numpy(float)
+        errors = np.abs(np.vstack([mean - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - mean]))
+        ax.errorbar(rows["layer"], mean, yerr=np.nan_to_num(errors), marker="o", lw=1.5, capsize=3, label=name)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set(xlabel="layer", ylabel="held-out R²", title=title, xticks=sorted(frame["layer"].unique()))
+    ax.text(1.0, -0.2, f"bars: 95 % CI across {spread}", transform=ax.transAxes, ha="right", fontsize=8)
+    ax.legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    save_figure(fig, figure)
+
+
 def design_matrix(frame, figure: Path, title: str) -> None:
     """A run's design (volumes x features) with its column names, each column scaled to its largest value."""
     from nilearn.plotting import plot_design_matrix

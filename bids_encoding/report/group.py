@@ -123,6 +123,28 @@ def tables_section(files: ReportFiles) -> str:
     return body
 
 
+def layers_section(files: ReportFiles) -> str:
+    """Layer sweeps across subjects: R² by layer per region (CIs across subjects) and the test of whether the
+    preferred layer differs between regions."""
+    blocks = []
+    for relative in files.select("layers", ".tsv"):
+        frame = pd.read_csv(files.path(relative), sep="\t")
+        ents = parse_entities(relative)
+        src = files.figure(figure_name(relative, "regions"), [relative], lambda path, frame=frame, ents=ents: (
+            figures.region_layers(frame, path, f"{ents.get('task', '')}: {ents.get('desc', '')} by layer and region",
+                                  "subjects")))
+        blocks.append(figure(src, "R² by layer and region", f"<code>{escape(relative)}</code>: mean across subjects "
+                             "of each region's held-out R² by layer, bars the 95 % CI across subjects"))
+        test_file = relative.replace("_layers.tsv", "_layertest.tsv")
+        if test_file in files.files:
+            sidecar = files.sidecar(test_file)
+            blocks.append(frame_table(pd.read_csv(files.path(test_file), sep="\t"),
+                                      f"<code>{escape(test_file)}</code>: does the preferred layer ("
+                                      f"{escape(sidecar.get('PreferredLayer', ''))}) differ between regions? "
+                                      f"{escape(sidecar.get('Test', ''))}"))
+    return "".join(blocks)
+
+
 def write_group_report(base: Path, out_files: list[str], n_subjects: int) -> Path:
     """``group.html`` in ``base`` (the staging folder), figures under ``group/figures/``.
 
@@ -132,6 +154,7 @@ def write_group_report(base: Path, out_files: list[str], n_subjects: int) -> Pat
     intro = f"<p>{n_subjects} subjects.</p>"
     sections = [("maps", "Group maps", maps_section(files)),
                 ("time", "Decoding over time", time_section(files)),
+                ("layers", "Layer sweeps", layers_section(files)),
                 ("tables", "Group tables", tables_section(files)),
                 ("methods", "Methods", methods(files)),
                 ("provenance", "Provenance", provenance(files))]

@@ -233,6 +233,24 @@ def _meeg(decodings: list[tuple[dict, dict]], trfs: list[tuple[dict, dict]]) -> 
     return " ".join(_sentence(t) for t in text if t)
 
 
+def _layer_sweeps(items: list[tuple[dict, dict]], group: list[tuple[str, dict, dict]]) -> str:
+    """Layer sweeps: best layer per voxel and region x layer tables (subject), the layer test (group)."""
+    text = []
+    if items:
+        swept = _join(f"{e.get('desc')} (task {e.get('task', '')}, layers {_join(s.get('Layers', []))})"
+                      for e, s in items)
+        text.append(f"For feature extractors with layers ({swept}), one model was fitted per layer and the layer with "
+                    "the highest held-out R² was mapped per voxel; with regions, each region's R² by layer was "
+                    "tabulated with a 95 % t confidence interval across outer folds (approximate: the folds share "
+                    "training data)")
+    tests = [s for relative, e, s in group if e["suffix"] == "layertest"]
+    if tests:
+        text.append("Across subjects, each region's R² by layer was averaged with a 95 % t confidence interval, and "
+                    f"whether the preferred layer ({tests[0].get('PreferredLayer', '')}) differs between regions "
+                    f"was tested with a {tests[0].get('LayerTest', '')}")
+    return " ".join(_sentence(t) for t in text)
+
+
 def _kind(ents: dict, sidecar: dict) -> str:
     """What a group output holds, in words."""
     if ents["suffix"] == "statmap":
@@ -252,7 +270,8 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
     tested = [f"{ents.get('desc')} {_kind(ents, sidecar)} (task {ents.get('task')}"
               + (f", against {sidecar['ChanceLevel']:g})" if "ChanceLevel" in sidecar else ")")
               for relative, ents, sidecar in items
-              if ents.get("stat") == "t" or (relative.endswith(".tsv") and ents["suffix"] != "regions")]
+              if ents.get("stat") == "t" or (relative.endswith(".tsv")
+                                             and ents["suffix"] not in ("regions", "layers", "layertest"))]
     if tested:
         text.append(f"the participant outputs tested were {_join(tested)}")
     tests = {}
@@ -281,7 +300,7 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
 def methods(files: ReportFiles) -> str:
     """The methods paragraphs of a report's derivatives (HTML), or ''."""
     encoding, decoding, searchlights, embeddings, time_decoding, trfs, group = [], [], [], [], [], [], []
-    rsa, comparisons = [], []
+    rsa, comparisons, layer_sweeps = [], [], []
     embedding_decoded = False
     for relative in files.files:
         if not relative.endswith((".nii.gz", ".tsv", ".tsv.gz")):
@@ -294,6 +313,8 @@ def methods(files: ReportFiles) -> str:
             encoding.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "p" and "ComparedModels" in sidecar:
             comparisons.append((ents, sidecar))
+        elif ents["suffix"] == "statmap" and ents.get("stat") == "bestLayer" and relative.endswith(".nii.gz"):
+            layer_sweeps.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "score":
             searchlights.append((ents, sidecar))
         elif ents["suffix"] == "decoding" and "Embedder" in sidecar:
@@ -310,6 +331,7 @@ def methods(files: ReportFiles) -> str:
         elif ents["suffix"] == "scores" and "Comparison" in sidecar:
             rsa.append((ents, sidecar))
     paragraphs = [_software(list(files.sidecars().values())), _encoding(encoding), _comparisons(comparisons),
+                  _layer_sweeps(layer_sweeps, group),
                   _decoding(decoding, searchlights),
                   _embedding(embeddings, embedding_decoded), _rsa(rsa), _meeg(time_decoding, trfs), _group(group)]
     seeds = sorted({p.get("Seed") for p in _provenances(list(files.sidecars().values())) if p.get("Seed") is not None})

@@ -100,7 +100,45 @@ def encoding_section(files: ReportFiles) -> str:
     for (name, extractor), by_layer in sorted(layers.items()):
         if len(by_layer) > 1:
             body += _layer_block(files, name, extractor, dict(sorted(by_layer.items())), by_task[name])
-    return body + comparison_section(files) + design_section(files)
+    return body + layer_sweep_section(files) + comparison_section(files) + design_section(files)
+
+
+def layer_sweep_section(files: ReportFiles) -> str:
+    """Each layer sweep: its best-layer map (where the best layer's R² reaches the threshold) and, with regions,
+    R² by layer per region with CIs across outer folds."""
+    blocks = []
+    for relative in files.select("statmap", ".nii.gz", stat="bestLayer"):
+        ents = parse_entities(relative)
+        extractor = ents.get("desc", "")
+        r2_file = relative.replace("_stat-bestLayer_", "_stat-bestLayerRSquare_")
+        if r2_file not in files.files:
+            continue
+
+        def draw(path, relative=relative, r2_file=r2_file, ents=ents):
+            import nibabel as nib
+
+            layer = np.asarray(files.image(relative).dataobj, dtype=np.float32)
+            r2 = np.asarray(files.image(r2_file).dataobj, dtype=np.float32)
+            shown = np.where(np.nan_to_num(r2) >= R2_THRESHOLD, np.nan_to_num(layer) + 1, 0).astype(np.float32)
+            figures.brain_map(nib.Nifti1Image(shown, files.image(relative).affine), path,
+                              f"{ents.get('task', '')} · {extractor} · best layer + 1", 0.5, vmin=0.5,
+                              cmap="viridis", background=in_mni(ents))
+        src = files.figure(figure_name(relative, "map"), [relative, r2_file], draw)
+        blocks.append(figure(src, f"best layer of {extractor}", f"<code>{escape(relative)}</code>: the layer whose "
+                             f"model predicts each voxel best, shown as layer + 1 (so that layer 0 shows), where that "
+                             f"layer's held-out R² is at least {R2_THRESHOLD}"))
+        table_file = next((t for t in files.select("layers", ".tsv", desc=extractor)
+                           if all(parse_entities(t).get(k) == ents.get(k) for k in ("task", "space", "session"))), None)
+        if table_file:
+            frame = pd.read_csv(files.path(table_file), sep="\t")
+            src = files.figure(figure_name(table_file, "regions"), [table_file], lambda path, frame=frame: (
+                figures.region_layers(frame, path, f"{ents.get('task', '')}: {extractor} by layer and region",
+                                      "outer folds")))
+            best = frame[frame["best"] == 1][["name", "layer", "mean_r2", "ci_low", "ci_high"]]
+            blocks.append(figure(src, f"R² of {extractor} by layer and region", f"<code>{escape(table_file)}</code>: "
+                                 "each region's held-out R² by layer, bars the 95 % CI across outer folds")
+                          + frame_table(best, "each region's best layer"))
+    return "".join(blocks)
 
 
 def comparison_section(files: ReportFiles) -> str:

@@ -207,6 +207,27 @@ def test_planted_signal_is_recoverable(dataset):
         assert abs(np.corrcoef(x, others.mean(axis=0))[0, 1]) < 0.3, name
 
 
+def test_the_layer_gradient_spheres_follow_their_minilm_layer(dataset):
+    """The shallow and deep spheres follow their layer's per-word values (story_layers.tsv, one row per word of each
+    run, in the events' order), minus the run's mean, each in its own sphere only."""
+    from importlib import resources
+
+    table = pd.read_csv(resources.files("bids_encoding").joinpath("data/story_layers.tsv"), sep="\t",
+                        keep_default_na=False)
+    truth = load_truth(dataset, "01", "lpp")
+    ev = pd.read_csv(dataset / "sub-01" / "func" / f"{stem('01', 'lpp', 2)}_events.tsv", sep="\t",
+                     keep_default_na=False)
+    of_run = table[table["run"] == 2]
+    assert of_run["word"].tolist() == ev["word"].astype(str).tolist()
+    img = bold(dataset, "01", "lpp", 2)
+    data = np.asarray(img.dataobj, dtype=float)
+    for name, layer, other in (("shallow", "L0", "deep"), ("deep", "L5", "shallow")):
+        values = of_run[layer].to_numpy(float)
+        x = hrf_regressor(ev["onset"].to_numpy(), values - values.mean(), img.shape[3])
+        assert np.corrcoef(x, data[truth[name]].mean(axis=0))[0, 1] > 0.7, name
+        assert np.corrcoef(x, data[truth[name]].mean(axis=0))[0, 1] > np.corrcoef(x, data[truth[other]].mean(axis=0))[0, 1]
+
+
 def test_planted_face_signal_is_recoverable(dataset):
     truth = load_truth(dataset, "sub-02", "faces")
     ev = events(dataset, "02", "faces", 2)

@@ -38,7 +38,7 @@ def test_without_features_each_task_gets_the_default_its_events_allow(example_da
         r2, truth = _map(out, task, desc), load_truth(example_dataset, "01", task)
         rest = mask[task] & ~np.any(list(truth.values()), axis=0)
         means = {name: r2[voxels & mask[task]].mean() for name, voxels in truth.items()}
-        if task == "lpp":  # of the story's three spheres, the word rate explains its own best
+        if task == "lpp":  # of the story's five spheres, the word rate explains its own best
             assert max(means, key=means.get) == "wordrate", means
         assert means[planted] > 0.05 and np.median(r2[truth[planted] & mask[task]]) > np.percentile(r2[rest], 99)
         assert abs(np.median(r2[rest])) < 0.01

@@ -181,3 +181,34 @@ def test_comparison_region_tables_are_tested_in_the_direction_asked(tmp_path):
         assert set(table["measure"]) == {"mean_delta_r2"} and output.metadata["Alternative"] == "less"
         assert table.loc["one", column] < 0.05 and table.loc["two", "p_value"] > 0.99, table
         assert table.loc["one", "t"] < 0 < table.loc["two", "t"]
+
+
+def test_the_layer_test_reads_the_subjects_layer_tables_and_tests_the_regions_that_qualify(tmp_path):
+    """Four subjects: region a peaks at layer 0, region b at layer 6, region c has no R² > 0 (left out of the test)."""
+    import json
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    layers = [0, 2, 4, 6]
+    files = {}
+    for subject in ("01", "02", "03", "04"):
+        rows = []
+        for index, (name, peak) in enumerate((("a", 0), ("b", 6), ("c", None)), start=1):
+            for layer in layers:
+                r2 = -0.01 if peak is None else 0.2 * np.exp(-0.5 * ((layer - peak) / 2) ** 2) + rng.normal(0, 0.01)
+                rows.append({"index": index, "name": name, "layer": layer, "mean_r2": r2})
+        files[subject] = tmp_path / f"sub-{subject}_task-sim_desc-lm_layers.tsv"
+        pd.DataFrame(rows).to_csv(files[subject], sep="\t", index=False)
+    group = GroupInput("layers", "func", "layers", {"task": "sim", "desc": "lm"}, files)
+    out = tmp_path / "out"
+    out.mkdir()
+    table, tests = group_test(group, out, GroupOptions())
+    summary = pd.read_csv(table.in_file, sep="\t")
+    assert summary[summary["best"] == 1].set_index("name")["layer"].to_dict() == {"a": 0, "b": 6, "c": 0}
+    assert ((summary["ci_low"] <= summary["mean_r2"]) & (summary["mean_r2"] <= summary["ci_high"])).all()
+    (row,) = pd.read_csv(tests.in_file, sep="\t").to_dict("records")
+    assert row["regions"] == "a vs b" and row["test"] == "paired t" and row["mean_difference"] > 2
+    assert row["p_value"] < 0.01 and tests.metadata["RegionsTested"] == ["a", "b"]
+    assert tests.metadata["LayerTest"].startswith("paired t-test")
+    json.dumps(tests.metadata)  # the sidecar is plain JSON

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,26 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_gpt2):
 def test_context_that_does_not_fit_is_a_clear_error(tiny_gpt2):
     with pytest.raises(UserError, match="do not fit the 48 tokens"):
         LanguageModel(model=tiny_gpt2, context=40, stride=10).extract(as_words(("hello",)))
+
+
+def test_the_example_datasets_layer_gradient_is_what_the_minilm_extractor_gives():
+    """The planted shallow and deep spheres follow story_layers.tsv; recompute it with the installed extractor."""
+    import importlib.util
+    from importlib import resources
+
+    import pandas as pd
+
+    from bids_encoding.example import LAYER_OF
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "story_layer_axes.py"
+    spec = importlib.util.spec_from_file_location("story_layer_axes", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert {f"L{module.SHALLOW}", f"L{module.DEEP}"} == set(LAYER_OF.values())
+    shipped = pd.read_csv(resources.files("bids_encoding").joinpath("data/story_layers.tsv"), sep="\t",
+                          keep_default_na=False)
+    recomputed = module.layer_axes_table()
+    assert shipped[["run", "position", "word"]].astype(str).values.tolist() == \
+        recomputed[["run", "position", "word"]].astype(str).values.tolist()
+    for layer in LAYER_OF.values():
+        np.testing.assert_allclose(shipped[layer], recomputed[layer], atol=1e-3)
