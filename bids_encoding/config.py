@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import UserError
 from .options import (DecodingOptions, EmbeddingOptions, EncodingOptions, FMRIOptions, GroupOptions, MEEGOptions,
-                      RSAOptions, Section, StatsOptions, check_rsa_region)
+                      RSAOptions, Section, StatsOptions, check_rsa_region, check_save_weights)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def _writes_into_input(path: Path, bids_dir: Path) -> bool:
+def writes_into_input(path: Path, bids_dir: Path) -> bool:
     """True for a folder inside the input dataset, except under its own derivatives/ (the conventional place)."""
     return path == bids_dir or (_inside(path, bids_dir) and not _inside(path, bids_dir / "derivatives"))
 
@@ -145,7 +145,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Validate the parsed options and freeze them."""
     bids_dir = Path(args.bids_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
-    if _writes_into_input(output_dir, bids_dir):
+    if writes_into_input(output_dir, bids_dir):
         raise UserError(
             f"the output folder {output_dir} lies inside the input dataset",
             path=bids_dir,
@@ -170,17 +170,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.analysis in ("embedding", "rsa") and args.datatype in ("eeg", "meg"):
         raise UserError(f"--analysis {args.analysis} works on fMRI only, not on --datatype {args.datatype}",
                         fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
+    if args.analysis == "encoding" and args.analysis_level == "participant":
+        check_save_weights(sections["encoding"], sections["fmri"])
     if args.analysis == "rsa" and args.analysis_level == "participant":
         check_rsa_region(sections["fmri"])
         if not args.features and not sections["rsa"].rdm:
             raise UserError("--analysis rsa compares the brain's RDMs with models, and none was given",
                             fix="Give feature extractors with --features, or model RDMs with --rdm NAME=FILE.tsv")
     work_dir = Path(args.work_dir).resolve() if args.work_dir else output_dir / ".bids-encoding" / "work"
-    if _writes_into_input(work_dir, bids_dir):
+    if writes_into_input(work_dir, bids_dir):
         raise UserError(f"the work folder {work_dir} lies inside the input dataset", path=bids_dir,
                         fix="Choose a --work-dir outside the input dataset")
     feature_cache = None if args.no_feature_cache else feature_cache_dir(args.feature_cache)
-    if feature_cache and _writes_into_input(feature_cache, bids_dir):
+    if feature_cache and writes_into_input(feature_cache, bids_dir):
         raise UserError(f"the feature cache {feature_cache} lies inside the input dataset", path=bids_dir,
                         fix="Choose a --feature-cache outside the input dataset")
     return RunConfig(

@@ -132,6 +132,7 @@ class EncodingOptions(Section):
     chunk_size: int = field(default=10000, metadata=INTERNAL)  # voxels per chunk without --mem-gb
     compare: tuple[str, ...] = ()  # A:B paired comparisons of two feature spaces' held-out R²
     alternative: str = "greater"  # of the comparisons' test: A better than B ("greater"), "less", or "two-sided"
+    save_weights: bool = False  # also write each feature space's model (refit on all runs) for `bids-encoding predict`
 
     def check(self) -> None:
         _check_choice(self.design, DESIGNS, "design")
@@ -315,6 +316,15 @@ def check_region(embedding: EmbeddingOptions, fmri: FMRIOptions) -> None:
                         fix="Give the label image with --atlas, or a mask image with --roi")
     if embedding.region and fmri.roi:
         raise UserError("--roi and --region both choose the region", fix="Give one of them")
+
+
+def check_save_weights(encoding: EncodingOptions, fmri: FMRIOptions) -> None:
+    """Saved weights are those of plain ridge models: confounds fitted as their own band make each model banded."""
+    if encoding.save_weights and fmri.confounds and encoding.confounds_mode == "band":
+        raise UserError("--save-weights saves plain ridge models (one penalty per voxel), and --confounds-mode band "
+                        "makes every model a banded one (features and confounds, each with its own penalty)",
+                        fix="Regress the confounds out instead (--confounds-mode regress, the default), or leave out "
+                            "--save-weights")
 
 
 def check_rsa_region(fmri: FMRIOptions) -> None:

@@ -36,6 +36,14 @@ def check_dataset(bids_dir: Path) -> dict:
     return data
 
 
+def dataset_root(path: Path) -> Path | None:
+    """The BIDS dataset a file belongs to: its nearest folder upwards that holds a dataset_description.json."""
+    for folder in Path(path).resolve().parents:
+        if (folder / "dataset_description.json").is_file():
+            return folder
+    return None
+
+
 def _validator() -> str | None:
     here = Path(sys.executable).parent / "bids-validator-deno"
     return str(here) if here.exists() else shutil.which("bids-validator-deno")

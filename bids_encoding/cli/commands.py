@@ -1,8 +1,10 @@
-"""The helper commands that share the program name: ``plugins``, ``example DIR`` and ``demo OUTDIR``."""
+"""The helper commands that share the program name: ``plugins``, ``example DIR``, ``demo OUTDIR`` and
+``predict WEIGHTS.json EVENTS.tsv OUT``."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from .app import run_app, setup_logging
@@ -16,11 +18,13 @@ DEMO_SUBJECTS = 6  # a sign-flip test's corrected p cannot go below 1 / 2**(n - 
 
 
 def run_command(command: str, argv: list[str]) -> int:
-    """``bids-encoding plugins | example DIR | demo OUTDIR``."""
+    """``bids-encoding plugins | example DIR | demo OUTDIR | predict WEIGHTS.json EVENTS.tsv OUT``."""
     args = build_command_parser(command).parse_args(argv)
     setup_logging(args.verbose)
     if command == "plugins":
         return list_plugins(as_json=args.json)
+    if command == "predict":
+        return run_predict(args, argv)
     from ..example import write_example_dataset
 
     if command == "example":
@@ -75,4 +79,39 @@ def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
             return status
     print(f"\nDemo finished.\n  example dataset: {bids_dir}\n  derivatives:     {output_dir}\n"
           f"  reports:         {', '.join(str(p) for p in sorted(output_dir.glob('*.html')))}")
+    return 0
+
+
+def run_predict(args, argv: list[str]) -> int:
+    """Apply a saved encoding model to an events file's stimuli; the input dataset is never written to."""
+    from ..analyses.encoding.predict import predict_response
+    from ..bids_io import dataset_root
+    from ..config import feature_cache_dir, writes_into_input
+    from ..errors import UserError
+
+    events = Path(args.events)
+    if not events.is_file():
+        raise UserError("the events file does not exist", path=events, fix="Give a BIDS _events.tsv file")
+    root = dataset_root(events)
+    stimuli_dir = args.stimuli_dir
+    if stimuli_dir is not None and not stimuli_dir.is_dir():
+        raise UserError("--stimuli-dir is not a folder", path=stimuli_dir,
+                        fix="Give the folder that the events' stim_file values are relative to")
+    if stimuli_dir is None and root is not None and (root / "stimuli").is_dir():
+        stimuli_dir = root / "stimuli"
+    if root is not None and writes_into_input(Path(args.out), root):
+        raise UserError(f"the output folder {args.out} lies inside the dataset of the events ({root})", path=events,
+                        fix="bids-encoding never writes into its input: choose an OUT folder outside it (or under "
+                            "its derivatives/ folder)")
+    cache = None if args.no_feature_cache else feature_cache_dir(args.feature_cache)
+    try:
+        path = predict_response(args.weights, events, args.out, stimuli_dir, args.n_volumes, cache,
+                                command=shlex.join(["bids-encoding", "predict", *argv]))
+    except UserError as exc:
+        if stimuli_dir is None and "stim_file" in exc.problem:  # no dataset around the events to find stimuli/ in
+            raise UserError(exc.problem, path=exc.path,
+                            fix="The events file is not inside a BIDS dataset with a stimuli/ folder: give the folder "
+                                "that its stim_file values are relative to with --stimuli-dir") from None
+        raise
+    print(f"Predicted response written to {path}")
     return 0

@@ -1,9 +1,10 @@
 """The command-line parser, following the BIDS-Apps contract.
 
 ``bids-encoding BIDS_DIR OUTPUT_DIR {participant,group} [options]`` runs the
-app; three helper commands share the program name: ``plugins`` lists what is
-installed, ``example DIR`` writes the built-in example dataset and ``demo OUTDIR``
-writes it and runs the whole app on it. Nothing below this package parses argv.
+app; four helper commands share the program name: ``plugins`` lists what is
+installed, ``example DIR`` writes the built-in example dataset, ``demo OUTDIR``
+writes it and runs the whole app on it, and ``predict WEIGHTS.json EVENTS.tsv OUT``
+applies a fitted encoding model to new stimuli. Nothing below this package parses argv.
 
 Each option's destination is the name of its field in :mod:`bids_encoding.options`, and
 its default is read from there (``default(Section, field)``): the parser holds no default
@@ -27,7 +28,7 @@ from ..options import (ALTERNATIVES, BACKENDS, CLASSIFIERS, COMPARISONS, CONFOUN
 
 ANALYSES = ("encoding", "decoding", "embedding", "rsa")
 LEVELS = ("participant", "group")
-COMMANDS = ("plugins", "example", "demo")
+COMMANDS = ("plugins", "example", "demo", "predict")
 
 
 def _strip_sub(label: str) -> str:
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Model-based encoding and decoding of brain data on any BIDS dataset. "
             "Other commands: 'bids-encoding plugins', 'bids-encoding example DIR', "
-            "'bids-encoding demo OUTDIR'."
+            "'bids-encoding demo OUTDIR', 'bids-encoding predict WEIGHTS.json EVENTS.tsv OUT'."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--alternative", choices=ALTERNATIVES, default=default(EncodingOptions, "alternative"),
                        help="of the --compare test: greater = A predicts better than B (default), less, two-sided; "
                             "recorded in the sidecars, the group level tests the comparison the same way")
+    model.add_argument("--save-weights", action="store_true", default=default(EncodingOptions, "save_weights"),
+                       help="fMRI encoding: also write each feature space's model, refitted on all runs with each "
+                            "voxel's penalty, as desc-<space>_weights.safetensors with a JSON sidecar that "
+                            "'bids-encoding predict' applies to new stimuli (large: features x voxels float32)")
     decode = parser.add_argument_group("decoding (--analysis decoding)")
     decode.add_argument("--decode", default=default(DecodingOptions, "decode"), metavar="COLUMN=VALUE1,VALUE2",
                         help="the contrast to decode, from the events, e.g. trial_type=face,scrambled")
@@ -226,7 +231,7 @@ def option_dests(parser: argparse.ArgumentParser | None = None) -> dict[str, arg
 
 
 def build_command_parser(command: str) -> argparse.ArgumentParser:
-    """Parsers of the helper commands ``plugins``, ``example`` and ``demo``."""
+    """Parsers of the helper commands ``plugins``, ``example``, ``demo`` and ``predict``."""
     parser = argparse.ArgumentParser(prog=f"bids-encoding {command}")
     if command == "plugins":
         parser.description = "List every installed feature extractor and brain embedder."
@@ -241,6 +246,24 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("dir", type=_absolute, help="folder for the example dataset, derivatives and work dir")
         parser.add_argument("--features", nargs="+", default=None, help="feature extractors to run")
         parser.add_argument("--n-cpus", type=int, default=2)
+    elif command == "predict":
+        parser.description = ("Apply a fitted encoding model (written with --save-weights) to the stimuli of an "
+                              "events file: the predicted BOLD response, in z units of a run, as a 4D NIfTI image on "
+                              "the model's voxel grid with a JSON sidecar.")
+        parser.add_argument("weights", type=_absolute, metavar="WEIGHTS.json",
+                            help="the sidecar of a desc-<space>_weights.safetensors file")
+        parser.add_argument("events", type=_absolute, metavar="EVENTS.tsv", help="a BIDS events file of the stimuli")
+        parser.add_argument("out", type=_absolute, metavar="OUT", help="folder the prediction is written into")
+        parser.add_argument("--stimuli-dir", type=_absolute, metavar="DIR",
+                            help="the folder that stim_file values are relative to (default: stimuli/ of the BIDS "
+                                 "dataset holding EVENTS.tsv, found by its dataset_description.json)")
+        parser.add_argument("--n-volumes", type=int, metavar="N",
+                            help="volumes to predict (default: the end of the last event, rounded up to whole TRs). "
+                                 "The design is z-scored over these volumes, as over a run when the model was "
+                                 "fitted: give a training run's length to reproduce its fitted prediction")
+        parser.add_argument("--feature-cache", type=_absolute, metavar="DIR",
+                            help="where extracted features are reused (default: as the app's)")
+        parser.add_argument("--no-feature-cache", action="store_true", help="always extract features anew")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 

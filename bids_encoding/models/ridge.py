@@ -235,6 +235,31 @@ def _refit(B, Yc, best: np.ndarray, candidates, alpha_b, scales: np.ndarray, n_f
     return coef, prediction
 
 
+def ridge_weights(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, backend="numpy",
+                  chunk_size: int = 10000) -> np.ndarray:
+    """Ridge weights (features x targets) with each target's own, given penalty: ``(X'X + alpha_t I)^-1 X' y_t``.
+
+    One SVD of X serves every target (``V diag(s / (s² + alpha_t)) U' y_t``); targets go through in chunks, so only
+    the weights are held whole. This is the refit of a cross-validated model on all its data with the penalties
+    it chose (:func:`.voxelwise.refit_weights`).
+    """
+    B = get_backend(backend) if isinstance(backend, str) else backend
+    alphas = np.asarray(alphas, dtype=np.float64).ravel()
+    if len(alphas) != Y.shape[1] or len(X) != len(Y):
+        raise ValueError(f"X ({len(X)} rows), Y ({Y.shape[0]} x {Y.shape[1]}) and alphas ({len(alphas)}) disagree")
+    if not np.all(alphas > 0):
+        raise ValueError("every penalty must be positive")
+    full = _decompose(B, X)
+    coef = np.zeros((X.shape[1], Y.shape[1]), dtype=np.float32)
+    for start in range(0, Y.shape[1], chunk_size):
+        voxels = slice(start, min(start + chunk_size, Y.shape[1]))
+        UtY = full.Ut @ B.asarray(np.ascontiguousarray(Y[:, voxels]))
+        d = full.s[:, None] / (full.s[:, None] ** 2 + B.asarray(alphas[voxels])[None, :])
+        coef[:, voxels] = B.to_numpy(full.Vt.T @ (d * UtY))
+        del UtY, d
+    return coef
+
+
 def ridge_memory(n_samples: int, n_features: int, folds, n_alphas: int, n_candidates: int = 1,
                  n_predict: int = 0, return_coef: bool = True, itemsize: int = 4) -> tuple[int, int]:
     """Bytes that :func:`solve_ridge_path` holds: ``(fixed, per_voxel)``, an upper estimate.

@@ -37,7 +37,8 @@ from ..errors import UserError
 from ..progress import Step
 from . import significance
 from .standardize import zscore
-from .ridge import DEFAULT_ALPHAS, band_candidates, inner_folds, r2_score_columns, ridge_memory, solve_ridge_path
+from .ridge import (DEFAULT_ALPHAS, band_candidates, inner_folds, r2_score_columns, ridge_memory, ridge_weights,
+                    solve_ridge_path)
 
 GB = 2 ** 30
 MIN_CHUNK = 100  # voxels: smaller chunks would spend their time in Python rather than in matrix products
@@ -117,20 +118,67 @@ def reduce_bands(X: np.ndarray, train: np.ndarray, bands: list[int], blocks: lis
     delays keep their meaning. Bands with ``blocks == 0`` (confounds) or already narrow
     enough are left as they are.
     """
+    projections = band_projections(X, train, bands, blocks, n_components)
+    return project_bands(X, bands, blocks, projections), reduced_widths(bands, blocks, n_components)
+
+
+def band_projections(X: np.ndarray, train: np.ndarray, bands: list[int], blocks: list[int],
+                     n_components: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per band, the ``(mean, components)`` (features x components) that :func:`reduce_bands` applies to each of
+    its delayed copies, fitted on the training rows of its first copy; None for a band left as it is."""
+    projections, start = [], 0
+    for width, n_blocks, new_width in zip(bands, blocks, reduced_widths(bands, blocks, n_components)):
+        if new_width == width:
+            projections.append(None)
+        else:
+            first = X[train, start:start + width // n_blocks].astype(np.float64)
+            mean = first.mean(axis=0)
+            projections.append((mean, np.linalg.svd(first - mean, full_matrices=False)[2][:n_components].T))
+        start += width
+    return projections
+
+
+def project_bands(X: np.ndarray, bands: list[int], blocks: list[int],
+                  projections: list[tuple[np.ndarray, np.ndarray] | None]) -> np.ndarray:
+    """X with each band's delayed copies projected by :func:`band_projections`' ``(mean, components)``."""
     reduced, start = [], 0
-    widths = reduced_widths(bands, blocks, n_components)
-    for width, n_blocks, new_width in zip(bands, blocks, widths):
+    for width, n_blocks, projection in zip(bands, blocks, projections):
         band = X[:, start:start + width]
         start += width
-        if new_width == width:
+        if projection is None:
             reduced.append(band)
             continue
+        mean, components = projection
         block = width // n_blocks
-        first = band[train, :block].astype(np.float64)
-        mean = first.mean(axis=0)
-        components = np.linalg.svd(first - mean, full_matrices=False)[2][:n_components].T
         reduced += [(band[:, b * block:(b + 1) * block] - mean) @ components for b in range(n_blocks)]
-    return np.hstack(reduced).astype(np.float32), widths
+    return np.hstack(reduced).astype(np.float32)
+
+
+def refit_weights(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, pca: int = 0, blocks: int = 1,
+                  backend: str = "numpy", chunk_size: int = 10000) -> tuple[np.ndarray, np.ndarray]:
+    """A single-band model refitted on all its samples with each voxel's penalty: ``(weights, intercept)``.
+
+    The prediction of a design ``X`` is ``X @ weights + intercept``. Without ``pca`` the intercept is 0 (designs
+    are z-scored). With ``pca``, the principal components are fitted on all of ``X`` (per delay: ``blocks`` copies,
+    as :func:`reduce_bands`), the ridge is solved on the components, and the weights are mapped back to the
+    original features (``components @ w``), the projection's centring becoming the intercept: the model applies
+    to designs of the original width.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if not pca:
+        return ridge_weights(X, Y, alphas, backend, chunk_size), np.zeros(Y.shape[1], dtype=np.float32)
+    (projection,) = band_projections(X, np.arange(len(X)), [X.shape[1]], [blocks], pca)
+    if projection is None:
+        return ridge_weights(X, Y, alphas, backend, chunk_size), np.zeros(Y.shape[1], dtype=np.float32)
+    reduced = ridge_weights(project_bands(X, [X.shape[1]], [blocks], [projection]), Y, alphas, backend, chunk_size)
+    mean, components = projection
+    width, k = components.shape
+    weights = np.zeros((X.shape[1], Y.shape[1]), dtype=np.float32)
+    intercept = np.zeros(Y.shape[1], dtype=np.float64)
+    for b in range(blocks):
+        weights[b * width:(b + 1) * width] = components @ reduced[b * k:(b + 1) * k]
+        intercept -= mean @ weights[b * width:(b + 1) * width]
+    return weights, intercept.astype(np.float32)
 
 
 def reduced_widths(bands: list[int], blocks: list[int], n_components: int) -> list[int]:

@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..derivatives import parse_entities
 from . import figures
-from .files import ReportFiles
-from .html import escape, figure, frame_table, table, write_page
+from .files import ReportFiles, sidecar_name
+from .html import escape, figure, file_link, frame_table, table, write_page
 from .methods import methods, provenance
 
 R2_THRESHOLD = 0.01  # figures hide voxels whose held-out R² is below this
@@ -100,7 +100,8 @@ def encoding_section(files: ReportFiles) -> str:
     for (name, extractor), by_layer in sorted(layers.items()):
         if len(by_layer) > 1:
             body += _layer_block(files, name, extractor, dict(sorted(by_layer.items())), by_task[name])
-    return body + layer_sweep_section(files) + comparison_section(files) + design_section(files)
+    return (body + layer_sweep_section(files) + comparison_section(files) + weights_section(files)
+            + design_section(files))
 
 
 def layer_sweep_section(files: ReportFiles) -> str:
@@ -139,6 +140,24 @@ def layer_sweep_section(files: ReportFiles) -> str:
                                  "each region's held-out R² by layer, bars the 95 % CI across outer folds")
                           + frame_table(best, "each region's best layer"))
     return "".join(blocks)
+
+
+def weights_section(files: ReportFiles) -> str:
+    """The saved encoding models (--save-weights), each a link to the sidecar that ``bids-encoding predict`` reads."""
+    items = []
+    for relative in files.select("weights", ".safetensors"):
+        sidecar = files.sidecar(relative)
+        if "Design" not in sidecar or "FeatureSpace" not in sidecar:  # an embedder's weights
+            continue
+        shape = (sidecar.get("Tensors", {}).get("weights", {}).get("Shape") or ["?", "?"])
+        size = files.path(relative).stat().st_size / 2 ** 20
+        items.append(f"<li>{file_link(sidecar_name(relative))} ({escape(sidecar['FeatureSpace'])}: {shape[0]} design "
+                     f"columns x {shape[1]} voxels, {size:.1f} MiB of weights)</li>")
+    if not items:
+        return ""
+    return ("<h3>Saved models</h3><p>Refitted on all runs with each voxel's penalty; apply one to new stimuli with "
+            "<code>bids-encoding predict WEIGHTS.json EVENTS.tsv OUT</code>:</p><ul class='files'>" + "".join(items)
+            + "</ul>")
 
 
 def comparison_section(files: ReportFiles) -> str:

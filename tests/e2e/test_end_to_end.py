@@ -77,6 +77,7 @@ def test_outputs_have_bids_names_sidecars_and_a_derivative_description(derivativ
     assert group_t.exists() and (out / "group.html").exists() and (out / "sub-01.html").exists()
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
     assert not [p for p in (out / ".bids-encoding").glob("staging-*")]
+    assert not list(out.rglob("*_weights.*")), "encoding models are saved only with --save-weights"
 
 
 def test_reports_link_only_existing_files(derivatives):

@@ -118,3 +118,15 @@ def test_comparisons_repeat_and_bad_ones_are_explained(dirs):
     for bad in ("wordrate", "wordrate:wordrate", "word-rate:glove"):
         with pytest.raises(UserError, match="not two different feature-space labels"):
             configure([bids, out, "participant", "--compare", bad])
+
+
+def test_save_weights_is_off_by_default_and_refused_with_confounds_as_a_band(dirs):
+    bids, out = dirs
+    assert configure([bids, out, "participant"]).encoding.save_weights is False
+    assert configure([bids, out, "participant", "--save-weights", "--confounds", "csf"]).encoding.save_weights is True
+    with pytest.raises(UserError) as err:
+        configure([bids, out, "participant", "--save-weights", "--confounds", "csf", "--confounds-mode", "band"])
+    assert "--confounds-mode regress" in err.value.message
+    cfg = out.parent / "weights.yml"
+    cfg.write_text("save_weights: true\n")
+    assert configure([bids, out, "participant", "--config", cfg]).encoding.save_weights is True

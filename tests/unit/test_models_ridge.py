@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from bids_encoding.models.ridge import BandedRidgeCV, RidgeCV, band_candidates, r2_score_columns, split_r2_score
+from bids_encoding.models.ridge import (BandedRidgeCV, RidgeCV, band_candidates, r2_score_columns, ridge_weights,
+                                       split_r2_score)
 
 
 def data(n=400, p=30, v=60, noise=3.0, seed=0):
@@ -86,3 +87,29 @@ def test_mismatched_shapes_are_refused():
         RidgeCV().fit(X, Y[:-1])
     with pytest.raises(ValueError, match="bands"):
         BandedRidgeCV(bands=[10, 10]).fit(X, Y)
+
+
+def test_weights_with_one_penalty_per_voxel_equal_a_direct_solve():
+    """A planted problem; each voxel's weights equal (X'X + alpha_v I)^-1 X'y_v solved on its own, chunk by chunk."""
+    X, Y = data(n=300, p=12, v=25, noise=2.0)
+    alphas = np.logspace(-2, 4, Y.shape[1])
+    weights = ridge_weights(X, Y, alphas, chunk_size=7)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    direct = np.column_stack([np.linalg.solve(X64.T @ X64 + a * np.eye(X.shape[1]), X64.T @ Y64[:, v])
+                              for v, a in enumerate(alphas)])
+    assert weights.shape == (12, 25) and weights.dtype == np.float32
+    np.testing.assert_allclose(weights, direct, rtol=1e-4, atol=1e-5)
+    # the refit at the penalty RidgeCV chose gives RidgeCV's own weights
+    fitted = RidgeCV().fit(X, Y)
+    np.testing.assert_allclose(ridge_weights(X, Y, fitted.best_alphas_), fitted.coef_, atol=1e-5)
+    with pytest.raises(ValueError):
+        ridge_weights(X, Y, alphas[:-1])
+    with pytest.raises(ValueError):
+        ridge_weights(X, Y, np.zeros(Y.shape[1]))
+
+
+def test_weights_backends_agree():
+    pytest.importorskip("torch")
+    X, Y = data(v=30)
+    alphas = np.logspace(0, 3, 30)
+    np.testing.assert_allclose(ridge_weights(X, Y, alphas, backend="torch"), ridge_weights(X, Y, alphas), atol=1e-4)

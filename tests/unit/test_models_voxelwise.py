@@ -159,3 +159,26 @@ def test_feature_pca_recovers_a_signal_living_in_the_leading_components():
     full = cross_validated_encoding(X_runs, Y_runs)
     assert np.median(reduced.r2) > 0.5 and np.median(reduced.r2) >= np.median(full.r2) - 0.02
     assert "4 components" in reduced.methods["FeaturePCA"] and full.methods["FeaturePCA"] is None
+
+
+def test_refit_weights_recover_planted_weights_and_map_pca_back_to_the_features():
+    """The refit on all samples at given penalties: planted weights recovered; with PCA, the weights live in the
+    original features and, with the intercept, predict exactly what the reduced model predicts."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    W = rng.normal(size=(8, 6))
+    Y = (X @ W + 0.1 * rng.normal(size=(400, 6))).astype(np.float32)
+    weights, intercept = enc.refit_weights(X, Y, np.full(6, 1e-3))
+    np.testing.assert_allclose(weights, W, atol=0.02)
+    assert not intercept.any()
+    # FIR-like: 3 delayed copies of 20 features, reduced to 4 components per delay
+    features = rng.normal(size=(300, 4)) @ rng.normal(size=(4, 20)) + 0.05 * rng.normal(size=(300, 20)) + 1.0
+    fir = np.hstack([np.roll(features, d, axis=0) for d in (1, 2, 3)]).astype(np.float32)
+    Y = (fir @ rng.normal(size=(60, 5)) + rng.normal(size=(300, 5))).astype(np.float32)
+    alphas = np.array([0.1, 1.0, 10.0, 100.0, 1000.0])
+    weights, intercept = enc.refit_weights(fir, Y, alphas, pca=4, blocks=3)
+    reduced, widths = enc.reduce_bands(fir, np.arange(300), [60], [3], n_components=4)
+    assert weights.shape == (60, 5) and widths == [12]
+    reduced_weights = enc.ridge_weights(reduced, Y, alphas)
+    np.testing.assert_allclose(fir @ weights + intercept, reduced @ reduced_weights, rtol=1e-3, atol=1e-3)
+    assert np.abs(intercept).max() > 1e-3  # the features were not centred: the projection's centring matters

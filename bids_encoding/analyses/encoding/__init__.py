@@ -6,11 +6,15 @@ features (HRF convolution, or Lanczos downsampling with FIR delays; :mod:`..fmri
 z-scores per run, trims run edges, and fits cross-validated ridge
 (:mod:`..models.voxelwise`). ``fit_encoding`` fits one model per feature space;
 ``fit_joint_encoding`` fits one banded model over several spaces and splits its R²
-between them. Plain functions; the workflow wraps them.
+between them. With ``--save-weights`` each per-space model is also refitted on all runs and
+saved (:func:`weights_output`) for :mod:`.predict` to apply to new stimuli. Plain
+functions; the workflow wraps them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -20,19 +24,22 @@ import numpy as np
 import pandas as pd
 from nilearn import masking
 
-from .. import features as feature_store
-from ..derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
-from ..fmri.bold import TaskData, load_task, run_entities
-from ..fmri.design import add_delays, downsample_events, hrf_design, remove_drifts
-from ..fmri.masks import atlas_labels, roi_mask
-from ..models.noise_ceiling import explainable_variance
-from ..models.ridge import DEFAULT_ALPHAS
-from ..models.standardize import zscore
-from ..errors import UserError
-from ..models import layers as layer_sweep
-from ..models import significance
-from ..models.voxelwise import EncodingScores, compare_models, encode_runs
-from ..options import EncodingOptions, FMRIOptions, StatsOptions, parse_comparison
+from ... import features as feature_store
+from ...derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
+from ...fmri.bold import TaskData, load_task, run_entities
+from ...fmri.design import add_delays, downsample_events, hrf_design, remove_drifts
+from ...fmri.masks import atlas_labels, roi_mask
+from ...models.noise_ceiling import explainable_variance
+from ...models.ridge import DEFAULT_ALPHAS
+from ...models.standardize import zscore
+from ...errors import UserError
+from ...models import layers as layer_sweep
+from ...models import significance
+from ...models.voxelwise import EncodingScores, compare_models, encode_runs, refit_weights
+from ...options import EncodingOptions, FMRIOptions, StatsOptions, check_save_weights, parse_comparison
+from ...progress import Step
+
+log = logging.getLogger("bids_encoding")
 
 
 STATS = {
@@ -126,6 +133,12 @@ def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr:
     return zscore(remove_drifts(design, tr, high_pass)).astype(np.float32)
 
 
+def _trimmed_bold(task: TaskData, options: EncodingOptions) -> np.ndarray:
+    """Every run's BOLD, run edges trimmed: untrimmed, the BOLD as loaded (no copy); trimming copies the kept volumes
+    once."""
+    return task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
+
+
 def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], options: EncodingOptions,
                seed: int = 0, keep_predictions: bool = False) -> EncodingScores:
     """Cross-validated (banded) ridge over the given feature spaces (+ confounds as a band if asked)."""
@@ -133,8 +146,7 @@ def fit_spaces(task: TaskData, spaces: list[tuple[str, list[np.ndarray]]], optio
     if task.confound_runs is not None:
         bands.append(("confounds", task.confound_runs))
     X_runs = [_trim(np.hstack([X[i] for _, X in bands]), options.trim) for i in range(len(task.Y_runs))]
-    # untrimmed, the BOLD goes in as loaded (no copy); trimming copies the kept volumes once
-    Y = task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
+    Y = _trimmed_bold(task, options)
     blocks = [len(options.delays) if options.design == "fir" else 1] * len(spaces)
     blocks += [0] * (len(bands) - len(spaces))  # confounds are never reduced
     return encode_runs(
@@ -319,6 +331,7 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
                  stats: StatsOptions = StatsOptions()) -> list[Output]:
     """One model per feature space of one extractor; returns the written maps with their metadata."""
     out_dir = Path(out_dir)
+    check_save_weights(options, fmri)
     task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
     spaces, provenance = _spaces(feature_files, task, options, fmri.hrf_model)
     description = describe(options, fmri, stats)
@@ -330,6 +343,8 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
         metadata = {"FeatureSpace": name, "Model": _model_metadata(scores, [(name, X_runs)], task, options, description),
                     "Features": provenance}
         outputs += _write_maps(scores, name, task, out_dir, metadata, fmri.atlas)
+        if options.save_weights:
+            outputs.append(weights_output(task, name, X_runs, scores, feature_files, out_dir, options, fmri, metadata))
         layer = layer_of(name[len(extractor):])
         if layer is not None:
             by_layer[layer] = scores.fold_r2
@@ -355,6 +370,9 @@ def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], 
         spaces += found
         provenances.append(provenance)
     scores = fit_spaces(task, spaces, options, stats.seed)
+    if options.save_weights:
+        log.info("--save-weights saves each feature space's own model; the joint banded model is not saved (its "
+                 "per-voxel band weights, averaged over folds, need a solve per voxel)")
     model = _model_metadata(scores, spaces, task, options, describe(options, fmri, stats))
     metadata = {"FeatureSpace": "joint", "Model": model, "Features": provenances}
     outputs = _write_maps(scores, "joint", task, out_dir, metadata, fmri.atlas)
@@ -402,7 +420,7 @@ def compare_encoding(bold_files: list[Path], feature_files: list[list[Path]], tr
     outputs = []
     for a, b in pairs:
         X = np.concatenate([_trim(np.hstack([spaces[a][i], spaces[b][i]]), options.trim) for i in range(len(task.Y_runs))])
-        Y = task.Y if not any(options.trim) else np.concatenate([_trim(y, options.trim) for y in task.Y_runs])
+        Y = _trimmed_bold(task, options)
         delta, p = compare_models(Y, fitted[a], fitted[b], X, [len(_trim(y, options.trim)) for y in task.Y_runs],
                                   options.alternative)
         model = _model_metadata(fitted[a], [(a, spaces[a]), (b, spaces[b])], task, options, description)
@@ -428,3 +446,95 @@ def compare_encoding(bold_files: list[Path], feature_files: list[list[Path]], tr
             outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": stat},
                                   metadata={"Description": text, **metadata}))
     return outputs
+
+
+# --------------------------------------------------------------------------- saved models and predictions
+
+WEIGHTS_FORMAT = 1  # of the weights files: bump when what they hold changes
+OVERSAMPLING = 16  # of hrf_design, as the fits use it
+PREDICT_COMMAND = "bids-encoding predict WEIGHTS.json EVENTS.tsv OUT"
+
+
+def design_columns(columns: list[str], options: EncodingOptions) -> list[str]:
+    """The names of a design's columns: the features' own, or each delay's copy of them (``name_delay2``) for FIR."""
+    if options.design != "fir":
+        return list(columns)
+    return [f"{column}_delay{delay}" for delay in options.delays for column in columns]
+
+
+def weights_output(task: TaskData, name: str, X_runs: list[np.ndarray], scores: EncodingScores,
+                   feature_files: list[Path], out_dir: Path, options: EncodingOptions, fmri: FMRIOptions,
+                   metadata: dict[str, Any]) -> Output:
+    """One feature space's fitted model, to be applied to new stimuli (:func:`predict_response`).
+
+    The weights are refitted on all runs (edges trimmed as in the fit) with each voxel's penalty from the
+    cross-validation: the geometric mean over outer folds of the inner folds' choices, as the ``alpha`` map reports.
+    The safetensors file holds ``weights`` (design columns x voxels), ``intercept`` (0 unless --feature-pca),
+    ``alpha`` and ``voxels`` (each column's (i, j, k) on the brain mask's grid); the sidecar says how to rebuild a
+    run's design from its events.
+    """
+    from safetensors.numpy import save_file
+
+    provenance = metadata["Features"]
+    extractor = provenance["Plugin"]["Name"]
+    label = name[len(extractor):]
+    features, _ = feature_store.load(feature_files[0])
+    X = np.concatenate([_trim(x, options.trim) for x in X_runs])
+    blocks = len(options.delays) if options.design == "fir" else 1
+    with Step(f"weights of {name}: refit on all {len(X)} volumes ({X.shape[1]} features x {task.brain.n_voxels} voxels)"):
+        weights, intercept = refit_weights(X, _trimmed_bold(task, options), scores.alpha, pca=options.feature_pca,
+                                           blocks=blocks, backend=options.backend, chunk_size=options.chunk_size)
+    mask = np.asarray(task.mask.dataobj) != 0
+    voxels = np.argwhere(mask).astype(np.int32)  # C order: the order of the masker's columns (and of every map)
+    tensors = {"weights": weights, "intercept": intercept, "alpha": scores.alpha.astype(np.float32), "voxels": voxels}
+    target = out_dir / f"desc-{name}_weights.safetensors"
+    # one metadata key: safetensors writes several in no fixed order, and the same fit must give the same bytes
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(target),
+              metadata={"bids-encoding": json.dumps({"Format": WEIGHTS_FORMAT, "FeatureSpace": name}, sort_keys=True)})
+    columns = design_columns(features.columns.get(label) or [f"f{i}" for i in range(features.spaces[label].shape[1])],
+                             options)
+    hrf = options.design == "hrf"
+    events = [feature_store.load(f)[1].get("Events") for f in feature_files]
+    sources = [str(b) for b in task.bold_files] + [str(e) for e in events if e]
+    sidecar = {
+        **metadata,
+        "Description": f"the fitted encoding model of {name}: ridge weights refitted on all runs with each voxel's "
+                       f"penalty. Apply it to the stimuli of any events file with `{PREDICT_COMMAND}`; by hand, the "
+                       "predicted response of a run is design @ weights + intercept (tensors of the .safetensors "
+                       "file), the design built from the run's events as 'Design' says",
+        "Format": WEIGHTS_FORMAT,
+        "Extractor": {"Spec": provenance.get("Spec", extractor), **provenance["Plugin"],
+                      "Options": provenance.get("Options", {}), "Space": label},
+        "Design": {"Type": options.design, "HRFModel": fmri.hrf_model if hrf else None,
+                   "Oversampling": OVERSAMPLING if hrf else None, "Delays": None if hrf else list(options.delays),
+                   "HighPass": fmri.high_pass, "Trim": list(options.trim), "RepetitionTime": float(task.trs[0]),
+                   "Description": describe(options, fmri, StatsOptions())["Design"],
+                   "Function": "bids_encoding.analyses.encoding.run_design"},
+        "Columns": columns,
+        "Standardization": {
+            "Features": "each design column, its drifts removed as from the BOLD, z-scored within each run over the "
+                        "run's volumes (population sd): a prediction depends on the length of the run it is made for",
+            "BOLD": metadata["Model"]["BOLDPreprocessing"],
+            "Prediction": "design @ weights + intercept: the BOLD response in z units of a run (the fitted BOLD was "
+                          "z-scored within each run); confounds and drifts are not part of it"},
+        "RepetitionTime": float(task.trs[0]),
+        "Refit": {"NSamples": int(len(X)), "Trim": list(options.trim),
+                  "Alpha": "each voxel's penalty (tensor 'alpha'): the geometric mean over outer folds of the "
+                           f"penalties chosen by inner cross-validation (the desc-{name}_stat-alpha map)",
+                  "FeaturePCA": (f"{options.feature_pca} components per delay, fitted on all runs' features; the "
+                                 "weights are mapped back to the original features and the centring is the "
+                                 "intercept") if options.feature_pca else None},
+        "Tensors": {
+            "weights": {"Shape": list(weights.shape), "DType": "float32",
+                        "Description": "design columns ('Columns') x voxels ('voxels')"},
+            "intercept": {"Shape": list(intercept.shape), "DType": "float32",
+                          "Description": "added to each voxel's prediction (0 unless FeaturePCA)"},
+            "alpha": {"Shape": list(scores.alpha.shape), "DType": "float32", "Description": "each voxel's penalty"},
+            "voxels": {"Shape": list(voxels.shape), "DType": "int32",
+                       "Description": "(i, j, k) of each voxel on the grid ('Grid'); the brain mask written beside "
+                                      "(desc-brain_mask.nii.gz) holds the same voxels"}},
+        "Grid": {"Shape": [int(n) for n in mask.shape], "Affine": np.asarray(task.mask.affine, float).tolist(),
+                 "NVoxels": int(mask.sum())},
+        "Sources": sources,
+    }
+    return Output(in_file=str(target), entities={"desc": name}, suffix="weights", metadata=sidecar)
