@@ -171,7 +171,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise UserError(f"--analysis {args.analysis} works on fMRI only, not on --datatype {args.datatype}",
                         fix="Use --analysis encoding (temporal response functions) or decoding (over time)")
     if args.analysis == "rsa" and args.analysis_level == "participant":
-        check_rsa_region(sections["fmri"])
+        check_rsa_region(sections["fmri"], sections["rsa"])
         if not args.features and not sections["rsa"].rdm:
             raise UserError("--analysis rsa compares the brain's RDMs with models, and none was given",
                             fix="Give feature extractors with --features, or model RDMs with --rdm NAME=FILE.tsv")
