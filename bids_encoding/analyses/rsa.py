@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+from nilearn import masking
 
 from .. import features as feature_store
 from ..contrasts import contrast_events, read_model_rdm, task_conditions
-from nilearn import masking
-
 from ..derivatives import Output, bids_label, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
 from ..fmri.masks import BrainMask, atlas_labels, brain_mask, roi_mask
@@ -222,10 +222,12 @@ def searchlight_maps(responses: TrialResponses, brain: BrainMask, models: dict[s
             "PermutationPValues": p_note or f"desc-{name}_stat-rsaP"}))
         if p_values is not None:
             path = out_dir / f"desc-{name}_stat-rsaP.nii.gz"
-            save_nifti(masking.unmask(p_values[name], brain.img), path)
+            p_map = masking.unmask(p_values[name], brain.img)  # 1 outside the brain, as where not computed
+            save_nifti(nib.Nifti1Image(np.where(np.asarray(brain.img.dataobj) > 0, p_map.get_fdata(), 1.0)
+                                       .astype(np.float32), p_map.affine), path)
             outputs.append(Output(in_file=str(path), entities={"desc": name, "stat": "rsaP"}, metadata={
                 "Description": "one-sided permutation p-value of each sphere's score (stat-rsa) against the model's "
                                f"conditions permuted, the same permutations for every sphere: {PERMUTATION_DESCRIPTION}"
                                " (permuting the model's conditions instead of the brain's gives the same null); "
-                               "uncorrected; 1 where not computed", **metadata, "ModelRDM": model}))
+                               "uncorrected; 1 where not computed and outside the brain mask", **metadata, "ModelRDM": model}))
     return outputs

@@ -351,7 +351,8 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
     tested = bool(n_permutations) and method in LINEAR_COMPARISONS
     nulls = {name: _linear_forms(method, permuted_models(model, n_permutations, seed), "model")
              for name, model in models.items()} if tested else {}
-    forms = {name: _linear_forms(method, target[None], "model")[0] for name, target in targets.items()}
+    forms = ({name: _linear_forms(method, target[None], "model")[0] for name, target in targets.items()}
+             if method in LINEAR_COMPARISONS else {})
     n_pairs = n_conditions * (n_conditions - 1) // 2
     # per sphere: float64 patterns (gathered and padded), a pair's products, the RDM, its forms and the nulls
     per_sphere = 8 * (3 * n_runs * n_conditions * len(offsets) + 6 * n_conditions ** 2 + 3 * n_pairs
@@ -369,11 +370,12 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
         data = np.moveaxis(patterns[:, :, np.where(real, found, 0)], 2, 0)  # spheres x runs x conditions x size
         data = np.where(real[:, None, None, :], data, 0.0)
         vectors = rdm(data, real.sum(axis=1))[:, rows, columns]
-        brain = _linear_forms(method, vectors, "brain") if tested else None
+        linear = method in LINEAR_COMPARISONS  # then one ranking (spearman) per sphere serves every model
+        brain = _linear_forms(method, vectors, "brain") if linear else None
         for name, target in targets.items():
-            scores[name][chunk] = COMPARE[method](vectors, target)
+            observed = brain @ forms[name] if linear else COMPARE[method](vectors, target)
+            scores[name][chunk] = observed
             if tested:
-                observed = brain @ forms[name]
                 exceed = np.zeros(len(chunk))
                 for first in range(0, n_permutations, 256):
                     exceed += (brain @ nulls[name][first:first + 256].T >= observed[:, None] - 1e-12).sum(axis=1)
