@@ -318,7 +318,7 @@ def permuted_models(model: np.ndarray, n_permutations: int, seed: int = 0) -> np
 
 def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarray], *, distance: str = "crossnobis",
                     method: str = "spearman", radius: float = 8.0, process_mask: np.ndarray | None = None,
-                    n_permutations: int = 0, seed: int = 0, memory_mb: float = 64.0
+                    n_permutations: int = 0, seed: int = 0, memory_mb: float = 256.0
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Each model's comparison with the brain RDM of a sphere around each voxel, and its permutation p-value.
 
@@ -377,7 +377,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
             scores[name][chunk] = observed
             if tested:
                 exceed = np.zeros(len(chunk))
-                for first in range(0, n_permutations, 256):
-                    exceed += (brain @ nulls[name][first:first + 256].T >= observed[:, None] - 1e-12).sum(axis=1)
+                for first in range(0, n_permutations, 1024):
+                    exceed += (brain @ nulls[name][first:first + 1024].T >= observed[:, None] - 1e-12).sum(axis=1)
                 p_values[name][chunk] = (1 + exceed) / (1 + n_permutations)
     return scores, p_values
