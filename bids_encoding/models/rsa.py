@@ -88,10 +88,11 @@ def _run_pairs(patterns: np.ndarray, pair: Callable[[np.ndarray, np.ndarray], np
     present = ~np.isnan(patterns.reshape(-1, n_runs, n_conditions, patterns.shape[-1])[0, :, :, 0])
     total = np.zeros(patterns.shape[:-3] + (n_conditions, n_conditions))
     count = np.zeros((n_conditions, n_conditions))
+    patterns = np.nan_to_num(patterns)  # once for every pair (a run's missing conditions are NaN)
     for a in range(n_runs):
         for b in range(a + 1, n_runs):
             both = np.outer(present[a] & present[b], present[a] & present[b])
-            value = pair(np.nan_to_num(patterns[..., a, :, :]), np.nan_to_num(patterns[..., b, :, :]))
+            value = pair(patterns[..., a, :, :], patterns[..., b, :, :])
             total += np.where(both, value, 0.0)
             count += both
     with np.errstate(invalid="ignore"):
