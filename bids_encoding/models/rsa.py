@@ -184,6 +184,9 @@ def _tied_pairs(values: np.ndarray) -> int:
 
 
 SIGN_PRODUCTS = 2_000_000  # tau-a of RDMs with up to this many pairs of dissimilarities: sign products, batched
+SIGN_PRODUCT_PAIRS = 50_000
+"""Above this many pairs of dissimilarities scipy's tau-b per row is faster than sign products (measured: 40
+conditions, 303,810 pairs, 0.75 against 5 ms a row), which matters for searchlights' thousands of rows."""
 
 
 def tau_a(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -194,7 +197,7 @@ def tau_a(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     n = A.shape[1]
     n0 = n * (n - 1) / 2
-    if n0 <= SIGN_PRODUCTS:
+    if n0 <= min(SIGN_PRODUCTS, SIGN_PRODUCT_PAIRS):
         i, j = np.triu_indices(n, k=1)
         signs = np.sign(b[i] - b[j])
         step = max(1, SIGN_PRODUCTS // max(len(i), 1))
