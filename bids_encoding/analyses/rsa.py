@@ -229,5 +229,6 @@ def searchlight_maps(responses: TrialResponses, brain: BrainMask, models: dict[s
                 "Description": "one-sided permutation p-value of each sphere's score (stat-rsa) against the model's "
                                f"conditions permuted, the same permutations for every sphere: {PERMUTATION_DESCRIPTION}"
                                " (permuting the model's conditions instead of the brain's gives the same null); "
-                               "uncorrected; 1 where not computed and outside the brain mask", **metadata, "ModelRDM": model}))
+                               "uncorrected; 1 where not computed and outside the brain mask",
+                **metadata, "ModelRDM": model}))
     return outputs

@@ -2,7 +2,8 @@
 
 Sections are built from the files (never the models' memory) and appear only when their files
 exist: encoding maps, R² histograms, layer profiles and design matrices; decoding tables and
-searchlight maps; embeddings; RSA scores, RDMs and searchlight maps; EEG/MEG decoding over time and TRFs; then methods and provenance.
+searchlight maps; embeddings; RSA scores, RDMs and searchlight maps; EEG/MEG decoding over time and TRFs; then
+methods and provenance.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_searchlight_rsa_equals_the_region_functions_on_each_sphere(distance, me
 
     X, conditions, runs, mask = searchlight_data()
     rng = np.random.default_rng(8)
-    models = {"a": rsa.correlation_rdm(rng.standard_normal((7, 4))), "b": rsa.correlation_rdm(rng.standard_normal((7, 4)))}
+    models = {name: rsa.correlation_rdm(rng.standard_normal((7, 4))) for name in ("a", "b")}
     patterns, labels = rsa.condition_patterns(X, conditions, runs)
     scores, p_values = rsa.searchlight_rsa(patterns, mask, models, distance=distance, method=method, radius=5.0,
                                            n_permutations=50, seed=3, memory_mb=0.05)  # several blocks
