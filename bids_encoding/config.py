@@ -173,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.analysis == "encoding" and args.analysis_level == "participant":
         check_save_weights(sections["encoding"], sections["fmri"])
     if args.analysis == "rsa" and args.analysis_level == "participant":
-        check_rsa_region(sections["fmri"])
+        check_rsa_region(sections["fmri"], sections["rsa"])
         if not args.features and not sections["rsa"].rdm:
             raise UserError("--analysis rsa compares the brain's RDMs with models, and none was given",
                             fix="Give feature extractors with --features, or model RDMs with --rdm NAME=FILE.tsv")

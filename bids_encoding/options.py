@@ -213,9 +213,14 @@ class RSAOptions(Section):
     distance: str = "crossnobis"  # crossvalidated across runs: "crossnobis" or "correlation"
     comparison: str = "spearman"  # of brain and model RDMs: "spearman", "tau-a" or "whitened"
     rdm: tuple[str, ...] = ()  # external model RDMs, NAME=FILE.tsv
+    rsa_searchlight: bool = False  # also map each model's comparison in a sphere around every voxel
+    rsa_searchlight_radius: float = 8.0  # mm; on 6 mm voxels a sphere is a voxel and its 6 face neighbours
 
     def check(self) -> None:
         _check_choice(self.distance, DISTANCES, "RDM distance")
+        if not self.rsa_searchlight_radius > 0:
+            raise UserError(f"the RSA searchlight radius must be positive, not {self.rsa_searchlight_radius} mm",
+                            fix="Give a radius in mm, e.g. --rsa-searchlight-radius 8")
         _check_choice(self.comparison, COMPARISONS, "RDM comparison")
         if not str(self.conditions).strip():
             raise UserError("--conditions names no events column", fix="e.g. --conditions stim_file")
@@ -327,11 +332,15 @@ def check_save_weights(encoding: EncodingOptions, fmri: FMRIOptions) -> None:
                             "--save-weights")
 
 
-def check_rsa_region(fmri: FMRIOptions) -> None:
-    """RSA compares regions' geometries: it needs an atlas (each label a region) or one region image."""
-    if not fmri.atlas and not fmri.roi:
-        raise UserError("--analysis rsa needs regions whose RDMs to compute, and neither --atlas nor --roi was given",
-                        fix="Give a label image with --atlas (one RDM per label) or a mask image with --roi")
+
+def check_rsa_region(fmri: FMRIOptions, options: RSAOptions | None = None) -> None:
+    """RSA compares the geometries of regions (an atlas, each label a region, or one region image), of searchlight
+    spheres, or both: it needs one of them. A searchlight alone needs no region."""
+    if not fmri.atlas and not fmri.roi and not (options and options.rsa_searchlight):
+        raise UserError("--analysis rsa needs regions whose RDMs to compute, and neither --atlas nor --roi (nor "
+                        "--rsa-searchlight) was given",
+                        fix="Give a label image with --atlas (one RDM per label) or a mask image with --roi, and/or "
+                            "--rsa-searchlight for a map per model (a sphere around every voxel)")
 
 
 SECTIONS: dict[str, type[Section]] = {cls.__name__: cls for cls in (

@@ -12,8 +12,14 @@ over its trials, correlation distance) and from ``--rdm NAME=FILE.tsv`` files. E
 region's RDM is compared with each model's (``--comparison``), with a p-value from
 permuting the conditions. Outputs: one ``desc-<region>_rdm.tsv`` per region and a
 ``desc-rsa_scores.tsv`` table (region x model); the group level tests the scores
-across subjects and gives the noise ceiling across subjects' RDMs. Plain functions;
-the workflow wraps them.
+across subjects and gives the noise ceiling across subjects' RDMs.
+
+With ``--rsa-searchlight`` the same RDM and comparison are computed in a sphere
+around every voxel of the brain mask (of ``--roi`` when given), giving one
+``desc-<model>Rsa_stat-rsa_statmap.nii.gz`` per model and, for the comparisons whose
+permutations are matrix products (spearman, whitened), its ``stat-rsaP`` map of
+permutation p-values; the group level tests the ``stat-rsa`` maps as it tests the other
+participant maps. Plain functions; the workflow wraps them.
 """
 
 from __future__ import annotations
@@ -22,17 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+from nilearn import masking
 
 from .. import features as feature_store
 from ..contrasts import contrast_events, read_model_rdm, task_conditions
-from ..derivatives import Output, bids_label, column_descriptions, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, save_nifti, write_tsv
 from ..errors import UserError
 from ..fmri.masks import BrainMask, atlas_labels, brain_mask, roi_mask
-from ..fmri.trials import RESPONSES, trial_responses
-from ..models.rsa import (COMPARISONS, DISTANCES, PERMUTATION_DESCRIPTION, brain_rdm, correlation_rdm,
-                          permutation_test)
+from ..fmri.trials import RESPONSES, TrialResponses, trial_responses
+from ..models.rsa import (COMPARISONS, DISTANCES, LINEAR_COMPARISONS, PERMUTATION_DESCRIPTION,
+                          SEARCHLIGHT_DESCRIPTION, brain_rdm, condition_patterns, correlation_rdm, permutation_test,
+                          searchlight_rsa)
 from ..options import FMRIOptions, RSAOptions, StatsOptions, check_rsa_region
 
 MIN_VOXELS = 2
@@ -58,6 +67,9 @@ def describe(options: RSAOptions, fmri: FMRIOptions, stats: StatsOptions) -> dic
             "Comparison": {"Name": options.comparison, "Description": COMPARISONS[options.comparison]},
             "Permutations": {"N": int(stats.n_permutations), "Scheme": PERMUTATION_DESCRIPTION},
             "Confounds": list(fmri.confounds) or None, "Atlas": fmri.atlas, "RegionOfInterest": fmri.roi,
+            "Searchlight": {"Radius": options.rsa_searchlight_radius, "Units": "mm",
+                            "Centres": "the voxels of --roi" if fmri.roi else "every voxel of the brain mask"}
+            if options.rsa_searchlight else None,
             "Seed": stats.seed, "Chance": 0.0}
 
 
@@ -99,8 +111,10 @@ class Region:
 
 
 def regions(brain: BrainMask, fmri: FMRIOptions) -> list[Region]:
-    """Every atlas label holding at least :data:`MIN_VOXELS` voxels of the brain mask, or the --roi image."""
-    check_rsa_region(fmri)
+    """Every atlas label holding at least :data:`MIN_VOXELS` voxels of the brain mask, or the --roi image (none
+    without either: a searchlight alone)."""
+    if not fmri.atlas and not fmri.roi:
+        return []
     if fmri.roi:
         return [Region("roi", f"mask image {Path(fmri.roi).name}", roi_mask(fmri.roi, brain))]
     labels, names = atlas_labels(fmri.atlas, brain.img)
@@ -135,14 +149,15 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
             feature_files: Sequence[Path] | Sequence[Sequence[Path]] | None = None,
             options: RSAOptions = RSAOptions(), fmri: FMRIOptions = FMRIOptions(),
             stats: StatsOptions = StatsOptions()) -> list[Output]:
-    """Every region's RDM and its comparison with every model; returns the written RDMs and score table.
+    """Every region's RDM and its comparison with every model, and with ``options.rsa_searchlight`` every model's
+    searchlight map; returns the written RDMs, score table and maps.
 
     ``feature_files``: one list of per-run feature files, or several such lists (one per extractor).
     """
     bold_files, events_files = [Path(b) for b in bold_files], [Path(e) for e in events_files]
     if not len(bold_files) == len(events_files) == len(trs):
         raise ValueError("give one events file and one TR per BOLD file")
-    check_rsa_region(fmri)
+    check_rsa_region(fmri, options)
     conditions = task_conditions(events_files, options.conditions)
     models = {name: read_model_rdm(name, path, conditions) for name, path in options.models.items()}
     for group in feature_store.groups(feature_files):  # cheap, and checks the features before the BOLD is read
@@ -167,13 +182,60 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
             score, p = permutation_test(rdm, model, options.comparison, stats.n_permutations, stats.seed)
             rows.append({"region": region.label, "model": name, "score": score, "p_value": p,
                          "n_conditions": len(conditions), "n_voxels": int(region.voxels.sum())})
-    path = out_dir / "desc-rsa_scores.tsv"
-    write_tsv(pd.DataFrame(rows, columns=list(SCORE_COLUMNS)), path)
-    outputs.append(Output(in_file=str(path), entities={"desc": "rsa"}, suffix="scores", metadata={
-        **column_descriptions(SCORE_COLUMNS), **description,
-        "Regions": {r.label: {"Name": r.name, "NVoxels": int(r.voxels.sum())} for r in found},
-        "Models": {name: options.models.get(name, "feature space") for name in models},
-        "BrainMask": brain.describe(),
-        "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]
-        + list(options.models.values())}))
+    model_sources = {name: options.models.get(name, "feature space") for name in models}
+    if found:
+        path = out_dir / "desc-rsa_scores.tsv"
+        write_tsv(pd.DataFrame(rows, columns=list(SCORE_COLUMNS)), path)
+        outputs.append(Output(in_file=str(path), entities={"desc": "rsa"}, suffix="scores", metadata={
+            **column_descriptions(SCORE_COLUMNS), **description,
+            "Regions": {r.label: {"Name": r.name, "NVoxels": int(r.voxels.sum())} for r in found},
+            "Models": model_sources, "BrainMask": brain.describe(),
+            "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]
+            + list(options.models.values())}))
+    if options.rsa_searchlight:
+        outputs += searchlight_maps(responses, brain, models, conditions, out_dir, options, fmri, stats,
+                                    {**description, "BrainMask": brain.describe(), "Sources": sources})
+    return outputs
+
+
+def map_label(model: str) -> str:
+    """``desc`` of a model's searchlight maps: ``<model>Rsa``, so that an RSA map of a feature space and that space's
+    encoding maps never share a name (their group tests would write the same ``stat-t`` files)."""
+    return bids_label(model, "Rsa")
+
+
+def searchlight_maps(responses: TrialResponses, brain: BrainMask, models: dict[str, np.ndarray], conditions: list[str],
+                     out_dir: Path, options: RSAOptions, fmri: FMRIOptions, stats: StatsOptions,
+                     metadata: dict[str, Any]) -> list[Output]:
+    """Each model's searchlight map (``stat-rsa``) and, when its permutations are cheap, its p map (``stat-rsaP``)."""
+    patterns, labels = condition_patterns(responses.X, responses.labels, responses.runs)
+    assert labels == conditions, "the trial responses' conditions are the events'"
+    centres = roi_mask(fmri.roi, brain) if fmri.roi else None
+    scores, p_values = searchlight_rsa(patterns, brain.img, models, distance=options.distance,
+                                       method=options.comparison, radius=options.rsa_searchlight_radius,
+                                       process_mask=centres, n_permutations=stats.n_permutations, seed=stats.seed)
+    outputs = []
+    p_note = (None if p_values is not None else
+              "no permutations asked (--n-permutations 0)" if not stats.n_permutations else
+              f"none: the {options.comparison} comparison is not a matrix product, so permuting every sphere would "
+              f"cost {stats.n_permutations} full searchlights (use {' or '.join(LINEAR_COMPARISONS)} for a p map)")
+    for name in models:
+        model = {"Name": name, "Source": options.models.get(name, "feature space"), "Conditions": conditions}
+        desc = map_label(name)
+        path = out_dir / f"desc-{desc}_stat-rsa.nii.gz"
+        save_nifti(masking.unmask(scores[name], brain.img), path)
+        outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": "rsa"}, metadata={
+            "Description": SEARCHLIGHT_DESCRIPTION, **metadata, "ModelRDM": model,
+            "PermutationPValues": p_note or f"desc-{desc}_stat-rsaP"}))
+        if p_values is not None:
+            path = out_dir / f"desc-{desc}_stat-rsaP.nii.gz"
+            p_map = masking.unmask(p_values[name], brain.img)  # 1 outside the brain, as where not computed
+            save_nifti(nib.Nifti1Image(np.where(np.asarray(brain.img.dataobj) > 0, p_map.get_fdata(), 1.0)
+                                       .astype(np.float32), p_map.affine), path)
+            outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": "rsaP"}, metadata={
+                "Description": "one-sided permutation p-value of each sphere's score (stat-rsa) against the model's "
+                               f"conditions permuted, the same permutations for every sphere: {PERMUTATION_DESCRIPTION}"
+                               " (permuting the model's conditions instead of the brain's gives the same null); "
+                               "uncorrected; 1 where not computed and outside the brain mask",
+                **metadata, "ModelRDM": model}))
     return outputs

@@ -19,7 +19,8 @@ MIN_SUBJECTS = 3
 
 # what the participant level writes, and which files the group level reads (glob under OUTPUT_DIR)
 MAP_STATS = {"rSquare": "mean held-out R² across subjects", "score": "mean searchlight accuracy across subjects",
-             "deltaRSquare": "mean across subjects of the paired difference in held-out R² (model A minus model B)"}
+             "deltaRSquare": "mean across subjects of the paired difference in held-out R² (model A minus model B)",
+             "rsa": "mean across subjects of the searchlight RSA score (the sphere's RDM compared with the model's)"}
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--region", metavar="LABEL",
                        help="an --atlas label (name from its TSV, or index): the region embedded (or give --roi; "
                             "default: the brain mask)")
-    rsa = parser.add_argument_group("representational similarity (--analysis rsa, with --atlas or --roi)")
+    rsa = parser.add_argument_group("representational similarity (--analysis rsa, with --atlas, --roi or "
+                                    "--rsa-searchlight)")
     rsa.add_argument("--conditions", default=default(RSAOptions, "conditions"), metavar="COLUMN",
                      help="the events column whose values are the conditions of the RDMs (one per stimulus by default)")
     rsa.add_argument("--distance", choices=DISTANCES, default=default(RSAOptions, "distance"),
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="NAME=FILE",
                      help="external model RDMs (repeatable): a square TSV whose header names the conditions, e.g. "
                           "animacy=animacy_rdm.tsv; --features give model RDMs too")
+    rsa.add_argument("--rsa-searchlight", action="store_true", default=default(RSAOptions, "rsa_searchlight"),
+                     help="also map each model's comparison with the RDM of a sphere around every voxel (of --roi "
+                          "when given); needs no --atlas or --roi")
+    rsa.add_argument("--rsa-searchlight-radius", type=float, default=default(RSAOptions, "rsa_searchlight_radius"),
+                     metavar="MM", help="radius of the RSA searchlight's spheres in mm")
     meeg = parser.add_argument_group("EEG and MEG (--datatype eeg or meg)")
     meeg.add_argument("--datatype", choices=("func", "eeg", "meg"),
                       help="which recordings to model (default: func when the subject has BOLD, else eeg, else meg)")

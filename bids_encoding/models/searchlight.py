@@ -48,8 +48,19 @@ def sphere_offsets(affine: np.ndarray, radius: float) -> np.ndarray:
     return grid[keep][order]
 
 
-def _neighbours(seeds: np.ndarray, offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Column indices (into the masked data) of each seed's sphere, -1 padded at the end, as seeds x size."""
+def mask_index(mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A mask image (or boolean array) as its boolean data, a volume of each mask voxel's column in the masked data
+    (-1 outside) and the voxels' (i, j, k) in that column order (``nilearn.masking.apply_mask``'s, C order)."""
+    mask_data = np.asarray(mask.dataobj if hasattr(mask, "dataobj") else mask) > 0
+    index = np.full(mask_data.shape, -1, dtype=np.int64)
+    index[mask_data] = np.arange(mask_data.sum())
+    return mask_data, index, np.argwhere(mask_data)
+
+
+def neighbours(seeds: np.ndarray, offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Column indices (into the masked data) of each seed's sphere, -1 padded at the end, as seeds x size: the seed
+    first, then its neighbours nearest first (the order of ``offsets``). Seeds are (i, j, k) voxels of ``index``
+    (:func:`mask_index`)."""
     coords = seeds[:, None, :] + offsets[None]
     inside = np.all((coords >= 0) & (coords < np.asarray(index.shape)), axis=2)
     coords = np.where(inside[:, :, None], coords, 0)
@@ -95,7 +106,7 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
         raise UserError(f"unknown classifier '{classifier}'", fix=f"Use one of: {', '.join(CLASSIFIERS)}")
     if not radius > 0:
         raise UserError(f"the searchlight radius must be positive, not {radius}", fix="Give a radius in mm, e.g. 8")
-    mask_data = np.asarray(mask.dataobj if hasattr(mask, "dataobj") else mask) > 0
+    mask_data, index, voxels = mask_index(mask)
     affine = np.asarray(mask.affine)
     X = np.asarray(X)
     if X.shape[1] != mask_data.sum():
@@ -105,9 +116,6 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
     y_pm = np.where(y == classes[1], 1.0, -1.0)  # scikit-learn's positive class is the second in sorted order
     folds = [(train, test) for train, test in LeaveOneGroupOut().split(X, y, groups)]
 
-    index = np.full(mask_data.shape, -1, dtype=np.int64)
-    index[mask_data] = np.arange(mask_data.sum())
-    voxels = np.argwhere(mask_data)  # the order of apply_mask (C order)
     seeds = np.flatnonzero(np.ones(len(voxels), bool) if process_mask is None else np.asarray(process_mask, bool))
     offsets = sphere_offsets(affine, radius)
     # per sphere: float64 copies of trials x voxels (data, train, test, scaled), the SVD, Hessians
@@ -123,7 +131,7 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
     loss = "logistic" if classifier == "logistic" else "squared_hinge"
 
     def columns(chunk: np.ndarray) -> np.ndarray:
-        return _neighbours(voxels[chunk], offsets, index)
+        return neighbours(voxels[chunk], offsets, index)
 
     desc = f"searchlight ({len(seeds)} spheres of up to {len(offsets)} voxels)"
     if n_jobs == 1:

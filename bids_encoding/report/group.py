@@ -1,6 +1,6 @@
 """The group report: the group derivatives under ``group/``, each kind in its section when present.
 
-- maps (``stat-rSquare`` or ``stat-score`` means, ``stat-t``, ``stat-p`` and a corrected ``stat-pFWE`` or
+- maps (``stat-rSquare``, ``stat-score`` or ``stat-rsa`` means, ``stat-t``, ``stat-p`` and a corrected ``stat-pFWE`` or
   ``stat-pFDR``, and ``stat-tfce`` under ``--group-test tfce``): the mean effect, and the t map (the TFCE map
   when there is one, since its pFWE is the TFCE's) where the corrected p is below the sidecar's ``Alpha``;
 - EEG/MEG decoding over time (a ``time`` column): the mean with its confidence band, clusters shaded;
@@ -23,7 +23,7 @@ from .html import escape, figure, frame_table, table, write_page
 from .methods import methods, provenance
 from .subject import MEEG_HEADER, R2_THRESHOLD, figure_name, in_mni, time_decoding_block
 
-EFFECTS = {"rSquare": "mean held-out R²", "score": "mean searchlight score"}
+EFFECTS = {"rSquare": "mean held-out R²", "score": "mean searchlight score", "rsa": "mean searchlight RSA score"}
 CORRECTED = ("pFWE", "pFDR")
 SHOWN = {"t": "one-sample t", "tfce": "TFCE"}
 MAPS_HEADER = ["task", "model", "effect", "subjects", "test", "correction", "voxels significant", "peak t"]

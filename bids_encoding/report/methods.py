@@ -177,21 +177,31 @@ def _embedding(items: list[tuple[dict, dict]], decoded: bool) -> str:
     return " ".join(_sentence(t) for t in text)
 
 
-def _rsa(items: list[tuple[dict, dict]]) -> str:
-    """Representational similarity analysis, from the score tables' sidecars."""
-    if not items:
+def _rsa(items: list[tuple[dict, dict]], maps: list[tuple[dict, dict]] = ()) -> str:
+    """Representational similarity analysis, from the score tables' sidecars and the searchlight maps'."""
+    if not items and not maps:
         return ""
-    first = items[0][1]
-    tasks = _join(f"task {ents.get('task')}" for ents, _ in items)
-    models = _join(name for _, s in items for name in s.get("Models", {}))
+    first = (items or maps)[0][1]
+    tasks = _join(dict.fromkeys(f"task {ents.get('task')}" for ents, _ in (items or maps)))
+    models = _join(dict.fromkeys([name for _, s in items for name in s.get("Models", {})]
+                                 + [s.get("ModelRDM", {}).get("Name", ents.get("desc")) for ents, s in maps]))
     regions = _join(name for _, s in items for name in s.get("Regions", {}))
+    where = f"in each region ({regions})" if items else "in searchlight spheres"
     text = [f"representational dissimilarity matrices (RDMs) of the {first.get('ConditionColumn', '')} conditions "
-            f"({tasks}) were computed in each region ({regions}) from trial responses estimated as "
+            f"({tasks}) were computed {where} from trial responses estimated as "
             f"{first.get('TrialResponses', '')}",
             f"brain RDMs: {first.get('Distance', {}).get('Description', '')}",
             f"model RDMs ({models}): the given files, and for feature spaces the {first.get('ModelDistance', '')}",
             f"brain and model RDMs were compared by {first.get('Comparison', {}).get('Description', '')}, tested "
             f"with {_permutations(first.get('Permutations'))}"]
+    if maps:
+        light, sidecar = maps[0][1].get("Searchlight") or {}, maps[0][1]
+        p_values = sidecar.get("PermutationPValues", "")
+        text.append(f"a searchlight mapped each model's comparison: the RDM of the voxels within "
+                    f"{light.get('Radius', 0):g} {light.get('Units', 'mm')} of each centre ({light.get('Centres', '')}),"
+                    f" with the same distance and comparison, computed for many spheres at once; "
+                    + ("each sphere's permutation p-value used the same permutations of the model's conditions "
+                       "(uncorrected)" if p_values.startswith("desc-") else f"permutation p-values: {p_values}"))
     return " ".join(_sentence(t) for t in text if t)
 
 
@@ -300,7 +310,7 @@ def _group(items: list[tuple[str, dict, dict]]) -> str:
 def methods(files: ReportFiles) -> str:
     """The methods paragraphs of a report's derivatives (HTML), or ''."""
     encoding, decoding, searchlights, embeddings, time_decoding, trfs, group = [], [], [], [], [], [], []
-    rsa, comparisons, layer_sweeps = [], [], []
+    rsa, rsa_maps, comparisons, layer_sweeps = [], [], [], []
     embedding_decoded = False
     for relative in files.files:
         if not relative.endswith((".nii.gz", ".tsv", ".tsv.gz")):
@@ -315,6 +325,8 @@ def methods(files: ReportFiles) -> str:
             comparisons.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "bestLayer" and relative.endswith(".nii.gz"):
             layer_sweeps.append((ents, sidecar))
+        elif ents["suffix"] == "statmap" and ents.get("stat") == "rsa":
+            rsa_maps.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "score":
             searchlights.append((ents, sidecar))
         elif ents["suffix"] == "decoding" and "Embedder" in sidecar:
@@ -333,7 +345,7 @@ def methods(files: ReportFiles) -> str:
     paragraphs = [_software(list(files.sidecars().values())), _encoding(encoding), _comparisons(comparisons),
                   _layer_sweeps(layer_sweeps, group),
                   _decoding(decoding, searchlights),
-                  _embedding(embeddings, embedding_decoded), _rsa(rsa), _meeg(time_decoding, trfs), _group(group)]
+                  _embedding(embeddings, embedding_decoded), _rsa(rsa, rsa_maps), _meeg(time_decoding, trfs), _group(group)]
     seeds = sorted({p.get("Seed") for p in _provenances(list(files.sidecars().values())) if p.get("Seed") is not None})
     if seeds:
         paragraphs.append(f"The random seed was {seeds[0]}." if len(seeds) == 1 else

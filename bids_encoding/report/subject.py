@@ -2,7 +2,8 @@
 
 Sections are built from the files (never the models' memory) and appear only when their files
 exist: encoding maps, R² histograms, layer profiles and design matrices; decoding tables and
-searchlight maps; embeddings; RSA scores and RDMs; EEG/MEG decoding over time and TRFs; then methods and provenance.
+searchlight maps; embeddings; RSA scores, RDMs and searchlight maps; EEG/MEG decoding over time and TRFs; then
+methods and provenance.
 """
 
 from __future__ import annotations
@@ -312,7 +313,8 @@ def embedding_section(files: ReportFiles) -> str:
 
 
 def rsa_section(files: ReportFiles) -> str:
-    """Each task's RSA score table (region x model), then each region's RDM as an image."""
+    """Each task's RSA score table (region x model), then each region's RDM as an image, then each model's
+    searchlight map."""
     body = ""
     for relative in files.select("scores", ".tsv"):
         sidecar = files.sidecar(relative)
@@ -336,6 +338,17 @@ def rsa_section(files: ReportFiles) -> str:
                        f"{escape(region.get('Name', ents.get('desc')))} ({region.get('NVoxels', '')} voxels), "
                        f"{len(sidecar.get('Conditions', []))} conditions of {escape(sidecar.get('ConditionColumn', ''))}",
                        width=450)
+    for relative in files.select("statmap", ".nii.gz", stat="rsa"):
+        ents, sidecar = parse_entities(relative), files.sidecar(relative)
+        light = sidecar.get("Searchlight") or {}
+        src = files.figure(figure_name(relative, "map"), [relative], lambda path, relative=relative, ents=ents:
+                           figures.brain_map(files.image(relative), path, f"{ents.get('task')} · {ents.get('desc')} · "
+                                             "searchlight RSA", 0.0, vmin=0.0, background=in_mni(ents)))
+        body += figure(src, f"searchlight RSA of {ents.get('desc')}", f"<code>{escape(relative)}</code>: "
+                       f"{escape(sidecar.get('Comparison', {}).get('Name', ''))} of the model {escape(ents.get('desc'))}"
+                       f" with the {escape(sidecar.get('Distance', {}).get('Name', ''))} RDM of a sphere of "
+                       f"{light.get('Radius', 0):g} mm around each voxel; scores at or below 0 hidden; p-values "
+                       f"beside it ({escape(sidecar.get('PermutationPValues', ''))})")
     return body
 
 

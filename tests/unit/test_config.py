@@ -130,3 +130,18 @@ def test_save_weights_is_off_by_default_and_refused_with_confounds_as_a_band(dir
     cfg = out.parent / "weights.yml"
     cfg.write_text("save_weights: true\n")
     assert configure([bids, out, "participant", "--config", cfg]).encoding.save_weights is True
+
+
+def test_an_rsa_searchlight_needs_no_region_but_rsa_without_one_is_explained(dirs, tmp_path):
+    bids, out = dirs
+    model = tmp_path / "model.tsv"
+    model.write_text("a\tb\tc\n0\t1\t1\n1\t0\t1\n1\t1\t0\n")
+    config = configure([bids, out, "participant", "--analysis", "rsa", "--rdm", f"m={model}", "--rsa-searchlight",
+                        "--rsa-searchlight-radius", "12"])
+    assert config.rsa.rsa_searchlight and config.rsa.rsa_searchlight_radius == 12
+    assert config.decoding.searchlight_radius == 8  # the decoding searchlight keeps its own radius
+    with pytest.raises(UserError, match="nor --rsa-searchlight"):
+        configure([bids, out, "participant", "--analysis", "rsa", "--rdm", f"m={model}"])
+    with pytest.raises(UserError, match="RSA searchlight radius must be positive"):
+        configure([bids, out, "participant", "--analysis", "rsa", "--rdm", f"m={model}", "--rsa-searchlight",
+                   "--rsa-searchlight-radius", "0"])

@@ -128,3 +128,71 @@ def test_tau_a_of_large_rdms_rescales_scipys_tau_b_as_the_sign_products_do(monke
     products = rsa.tau_a(a, b)
     monkeypatch.setattr(rsa, "SIGN_PRODUCTS", 100)  # the scipy path
     np.testing.assert_allclose(rsa.tau_a(a, b), products, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- searchlight
+
+
+def searchlight_data(seed=7, n_runs=3, n_conditions=7):
+    """A small irregular mask on a 3 mm grid, trials x voxels responses, and one run lacking one condition."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    inside = rng.random((6, 5, 5)) < 0.7
+    mask = nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    X, conditions, runs, _ = responses(n_runs=n_runs, n_conditions=n_conditions, n_voxels=int(inside.sum()),
+                                       seed=seed, signal=0.7)
+    keep = ~((runs == 1) & (conditions == "2"))  # run 1 lacks condition 2: fewer run pairs for its distances
+    return X[keep], conditions[keep], runs[keep], mask
+
+
+@pytest.mark.parametrize("distance", ["crossnobis", "correlation"])
+@pytest.mark.parametrize("method", ["spearman", "whitened", "tau-a"])
+def test_searchlight_rsa_equals_the_region_functions_on_each_sphere(distance, method):
+    from bids_encoding.models.searchlight import mask_index, neighbours, sphere_offsets
+
+    X, conditions, runs, mask = searchlight_data()
+    rng = np.random.default_rng(8)
+    models = {name: rsa.correlation_rdm(rng.standard_normal((7, 4))) for name in ("a", "b")}
+    patterns, labels = rsa.condition_patterns(X, conditions, runs)
+    scores, p_values = rsa.searchlight_rsa(patterns, mask, models, distance=distance, method=method, radius=5.0,
+                                           n_permutations=50, seed=3, memory_mb=0.05)  # several blocks
+    _, index, voxels = mask_index(mask)
+    spheres = neighbours(voxels, sphere_offsets(mask.affine, 5.0), index)
+    assert (p_values is None) == (method == "tau-a")
+    for seed in (0, 5, len(voxels) - 1):
+        sphere = spheres[seed][spheres[seed] >= 0]
+        brain, _ = rsa.brain_rdm(X[:, sphere], conditions, runs, distance)
+        for name, model in models.items():
+            score, p = rsa.permutation_test(brain, model, method, n_permutations=50, seed=3)
+            assert scores[name][seed] == pytest.approx(score, abs=1e-5)
+            if p_values is not None:
+                assert p_values[name][seed] == pytest.approx(p, abs=1e-6)
+
+
+def test_searchlight_rsa_only_scores_the_process_mask_and_finds_a_planted_sphere():
+    """Conditions differ only in the voxels near one corner, by a low-dimensional code that any few of them carry: the
+    model of that code's geometry scores highest there."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(9)
+    inside = np.ones((8, 8, 8), bool)
+    mask = nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    coords = np.argwhere(inside)
+    planted = np.linalg.norm(coords - 1.5, axis=1) < 2.5
+    code = rng.standard_normal((8, 3))
+    truth = code @ rng.standard_normal((3, planted.sum()))
+    conditions = np.tile(np.arange(8), 6).astype(str)
+    runs = np.repeat(np.arange(3), 16)
+    X = rng.standard_normal((len(conditions), inside.sum()))
+    X[:, planted] += truth[conditions.astype(int)]
+    patterns, _ = rsa.condition_patterns(X, conditions, runs)
+    model = ((code[:, None] - code[None]) ** 2).sum(axis=2)
+    scores, p = rsa.searchlight_rsa(patterns, mask, {"truth": model}, radius=4.0, n_permutations=200)
+    assert np.median(scores["truth"][planted]) > 0.5 > np.percentile(scores["truth"][~planted], 90)
+    assert np.median(p["truth"][planted]) < 0.01
+    centres = np.zeros(len(coords), bool)
+    centres[:10] = True
+    some, p = rsa.searchlight_rsa(patterns, mask, {"truth": model}, radius=4.0, process_mask=centres)
+    assert p is None and np.all(some["truth"][~centres] == 0)
+    np.testing.assert_allclose(some["truth"][centres], scores["truth"][centres])
