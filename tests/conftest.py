@@ -73,6 +73,15 @@ def run_cli(*args, env: dict | None = None, timeout: int = 600) -> subprocess.Co
                           env=full_env, timeout=timeout)
 
 
+def group_level(dataset: Path, participant_out: Path, folder: Path, *options) -> Path:
+    """The group level run on a copy of participant outputs (module fixtures stay untouched); the copy's path."""
+    out = folder / "out"
+    shutil.copytree(participant_out, out)
+    result = run_cli(dataset, out, "group", "-w", folder / "work", *options)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def validator_errors(dataset: Path) -> list[dict]:
     """The errors bids-validator-deno (a test dependency, installed beside this Python) finds in a dataset."""
     import json

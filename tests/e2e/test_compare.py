@@ -4,7 +4,6 @@ drive a sphere alike (``ratelength``) the paired test finds a tie, though each m
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -14,7 +13,7 @@ import pytest
 
 from bids_encoding.example import atlas_path, load_truth
 
-from ..conftest import SPACE, run_cli, snapshot, validator_errors
+from ..conftest import SPACE, group_level, run_cli, snapshot, validator_errors
 
 DESC = "wordrateVsWordlength"
 
@@ -84,10 +83,7 @@ def test_comparison_outputs_pass_the_bids_validator(compared):
 
 
 def test_group_level_tests_the_delta_r2_maps_and_finds_the_wordrate_sphere(compared, example_dataset, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(compared, out)
-    result = run_cli(example_dataset, out, "group", "-w", tmp_path / "work", "--group-test", "parametric")
-    assert result.returncode == 0, result.stderr
+    out = group_level(example_dataset, compared, tmp_path, "--group-test", "parametric")
     prefix = out / "group" / f"task-lpp_space-{SPACE}_desc-{DESC}_stat-"
     delta, t = (nib.load(f"{prefix}{stat}_statmap.nii.gz").get_fdata() for stat in ("deltaRSquare", "t"))
     mask = nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0

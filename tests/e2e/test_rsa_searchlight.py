@@ -6,7 +6,6 @@ and nowhere else. Three subjects (the group level's minimum), one participant ru
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +14,7 @@ import pytest
 
 from bids_encoding.example import load_truth
 
-from ..conftest import SPACE, run_cli, validator_errors
+from ..conftest import SPACE, group_level, run_cli, validator_errors
 from .test_rsa_end_to_end import latent_rdm
 
 pytestmark = pytest.mark.slow
@@ -75,10 +74,7 @@ def test_searchlight_outputs_pass_the_bids_validator(searched):
 
 
 def test_the_group_level_finds_the_latent_sphere_in_the_rsa_maps(searched, three_subject_dataset, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(searched, out)
-    result = run_cli(three_subject_dataset, out, "group", "-w", tmp_path / "work", "--group-test", "parametric")
-    assert result.returncode == 0, result.stderr
+    out = group_level(three_subject_dataset, searched, tmp_path, "--group-test", "parametric")
     prefix = out / "group" / f"task-faces_space-{SPACE}_desc-latentRsa_stat-"
     mean, t, p, q = (nib.load(f"{prefix}{stat}_statmap.nii.gz").get_fdata() for stat in ("rsa", "t", "p", "pFDR"))
     truth = load_truth(three_subject_dataset, "01", "faces")  # the same spheres in every subject
