@@ -73,6 +73,11 @@ def run_cli(*args, env: dict | None = None, timeout: int = 600) -> subprocess.Co
                           env=full_env, timeout=timeout)
 
 
+def statmap(out: Path, subject: str, task: str, desc: str, stat: str = "rSquare") -> Path:
+    """A participant statmap of the example (its space) under an output folder."""
+    return out / f"sub-{subject}/func/sub-{subject}_task-{task}_space-{SPACE}_desc-{desc}_stat-{stat}_statmap.nii.gz"
+
+
 def group_level(dataset: Path, participant_out: Path, folder: Path, *options) -> Path:
     """The group level run on a copy of participant outputs (module fixtures stay untouched); the copy's path."""
     out = folder / "out"

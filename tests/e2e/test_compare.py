@@ -13,13 +13,9 @@ import pytest
 
 from bids_encoding.example import atlas_path, load_truth
 
-from ..conftest import SPACE, group_level, run_cli, snapshot, validator_errors
+from ..conftest import SPACE, group_level, run_cli, snapshot, statmap, validator_errors
 
 DESC = "wordrateVsWordlength"
-
-
-def statmap(out: Path, stat: str) -> Path:
-    return out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-{DESC}_stat-{stat}_statmap.nii.gz"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def compared(example_dataset, tmp_path_factory):
 
 def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_dataset):
     out = compared
-    delta, p, q = (nib.load(statmap(out, stat)).get_fdata() for stat in ("deltaRSquare", "p", "q"))
+    delta, p, q = (nib.load(statmap(out, "01", "lpp", DESC, stat)).get_fdata() for stat in ("deltaRSquare", "p", "q"))
     mask = nib.load(out / f"sub-01/func/sub-01_task-lpp_space-{SPACE}_desc-brain_mask.nii.gz").get_fdata() > 0
     truth = load_truth(example_dataset, "01", "lpp")
     rate, length = truth["wordrate"] & mask, truth["wordlength"] & mask
@@ -67,7 +63,7 @@ def test_delta_r2_and_paired_q_find_the_planted_spheres(compared, example_datase
     assert np.mean(p[tie] < 0.05) < 0.15 and not np.any(q[tie] < 0.05)
     assert np.mean(p[tie] > 0.95) < 0.15  # nor B better than A: p > 0.95 one-sided is p < 0.05 the other way
     assert abs(np.median(delta[tie])) < 0.35 * np.median(delta[rate])
-    sidecar = json.loads(statmap(out, "p").with_suffix("").with_suffix(".json").read_text())
+    sidecar = json.loads(statmap(out, "01", "lpp", DESC, "p").with_suffix("").with_suffix(".json").read_text())
     assert sidecar["ComparedModels"] == {"A": "wordrate", "B": "wordlength"}
     assert "Williams" in sidecar["Model"]["SignificanceNull"] and sidecar["Model"]["Alternative"] == "greater"
 

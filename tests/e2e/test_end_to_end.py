@@ -12,13 +12,9 @@ import pytest
 
 from bids_encoding.example import load_truth
 
-from ..conftest import SPACE, run_cli, snapshot, validator_errors
+from ..conftest import SPACE, run_cli, snapshot, statmap, validator_errors
 
 FEATURES = ("wordrate", "wordlength", "trialtype")
-
-
-def statmap(out: Path, subject: str, task: str, desc: str, stat: str = "rSquare") -> Path:
-    return out / f"sub-{subject}/func/sub-{subject}_task-{task}_space-{SPACE}_desc-{desc}_stat-{stat}_statmap.nii.gz"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ and nowhere else. Three subjects (the group level's minimum), one participant ru
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,14 +13,10 @@ import pytest
 
 from bids_encoding.example import load_truth
 
-from ..conftest import SPACE, group_level, run_cli, validator_errors
+from ..conftest import SPACE, group_level, run_cli, statmap, validator_errors
 from .test_rsa_end_to_end import latent_rdm
 
 pytestmark = pytest.mark.slow
-
-
-def statmap(out: Path, stat: str, subject: str = "01") -> Path:
-    return out / f"sub-{subject}/func/sub-{subject}_task-faces_space-{SPACE}_desc-latentRsa_stat-{stat}_statmap.nii.gz"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,8 @@ def searched(three_subject_dataset, tmp_path_factory):
 
 
 def test_the_rsa_map_peaks_in_the_planted_latent_sphere(searched, three_subject_dataset):
-    scores, p = (nib.load(statmap(searched, stat)).get_fdata() for stat in ("rsa", "rsaP"))
+    scores, p = (nib.load(statmap(searched, "01", "faces", "latentRsa", stat)).get_fdata()
+                 for stat in ("rsa", "rsaP"))
     computed = scores != 0
     truth = load_truth(three_subject_dataset, "01", "faces")
     latent = truth["latent"] & computed
@@ -56,7 +52,8 @@ def test_the_rsa_map_peaks_in_the_planted_latent_sphere(searched, three_subject_
 
 
 def test_the_sidecars_record_the_searchlight(searched):
-    sidecar = json.loads(statmap(searched, "rsa").with_suffix("").with_suffix(".json").read_text())
+    sidecar_file = statmap(searched, "01", "faces", "latentRsa", "rsa").with_suffix("").with_suffix(".json")
+    sidecar = json.loads(sidecar_file.read_text())
     assert sidecar["Searchlight"]["Radius"] == 8.0 and sidecar["Distance"]["Name"] == "crossnobis"
     assert sidecar["Comparison"]["Name"] == "spearman" and len(sidecar["ModelRDM"]["Conditions"]) == 40
     assert sidecar["PermutationPValues"] == "desc-latentRsa_stat-rsaP" and sidecar["Permutations"]["N"] == 200
@@ -78,7 +75,7 @@ def test_the_group_level_finds_the_latent_sphere_in_the_rsa_maps(searched, three
     prefix = out / "group" / f"task-faces_space-{SPACE}_desc-latentRsa_stat-"
     mean, t, p, q = (nib.load(f"{prefix}{stat}_statmap.nii.gz").get_fdata() for stat in ("rsa", "t", "p", "pFDR"))
     truth = load_truth(three_subject_dataset, "01", "faces")  # the same spheres in every subject
-    computed = nib.load(statmap(searched, "rsa")).get_fdata() != 0
+    computed = nib.load(statmap(searched, "01", "faces", "latentRsa", "rsa")).get_fdata() != 0
     latent, rest = truth["latent"] & computed, computed & ~np.any(list(truth.values()), axis=0)
     print(f"group: mean rho {np.median(mean[latent]):.3f} in the latent sphere, median t {np.median(t[latent]):.2f} "
           f"(95th percentile outside {np.percentile(t[rest], 95):.2f}); p < 0.05 in {np.mean(p[latent] < 0.05):.2f} of "
