@@ -24,16 +24,17 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .contrasts import contrast_events
 from .errors import UserError
 from .locks import exclusive
-from .plugins.registry import Registered, Registry, installed_plugins, instantiate
+from .plugins.registry import Registered, Registry, host_options, installed_plugins, instantiate
 from .plugins.types import FeatureSet
-from .stimuli import Stimuli, stimuli_from_events
+from .stimuli import Images, Stimuli, Video, stimuli_for, stimuli_from_events
 
 log = logging.getLogger("bids_encoding")
 CACHE_FORMAT = 1  # bump when what is stored changes
@@ -95,30 +96,38 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: Re
             cache_dir: Path | None = None) -> tuple[FeatureSet, dict[str, Any]]:
     """Features of one run's events for the extractor named by ``spec``, with provenance (from the cache if there)."""
     extractor, entry = instantiate(spec, registry if registry is not None else installed_plugins())
-    stimuli = stimuli_from_events(events_file, stimuli_dir).get(extractor.modality)
-    if stimuli is None:
+    found = stimuli_from_events(events_file, stimuli_dir)
+    source = stimuli_for(extractor.modality, found)
+    if source is None:
         raise UserError(
             f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, but this events file has none",
             path=events_file,
             fix="Pick features that match the task's events (bids-encoding plugins lists each one's modality), or select another --task",
         )
-    options = extractor.get_options()
+    stimuli, options = found[source], extractor.get_options()
+    if source == extractor.modality:
+        def compute() -> FeatureSet:
+            return run_extractor(extractor, entry, stimuli, events_file)
+    else:  # a movie's frames through an image extractor
+        options = {**options, **host_options(extractor)}
+
+        def compute() -> FeatureSet:
+            return frame_features(extractor, entry, stimuli, extractor.fps, events_file)
     if cache_dir is None:
-        features, provenance = _extract_now(extractor, entry, options, stimuli, events_file)
+        features, provenance = _extract_now(compute, entry, options)
     else:
         cached = cache_path(cache_dir, cache_key(entry, options, stimuli))
-        found = _from_cache(cached, entry, events_file, warn=False)  # an entry is only read: no lock needed
-        if found is None:
+        hit = _from_cache(cached, entry, events_file, warn=False)  # an entry is only read: no lock needed
+        if hit is None:
             with _entry_lock(cached):  # parallel jobs with the same stimuli: one computes, the others read its entry
-                found = _from_cache(cached, entry, events_file) or \
-                    _extract_now(extractor, entry, options, stimuli, events_file, store=cached)
-        features, provenance = found
+                hit = _from_cache(cached, entry, events_file) or _extract_now(compute, entry, options, store=cached)
+        features, provenance = hit
     return features, {**provenance, "Spec": spec, "Events": str(events_file)}
 
 
-def _extract_now(extractor: Any, entry: Registered, options: dict[str, Any], stimuli: Stimuli, events_file: Path,
+def _extract_now(compute: Callable[[], FeatureSet], entry: Registered, options: dict[str, Any],
                  store: Path | None = None) -> tuple[FeatureSet, dict[str, Any]]:
-    features = run_extractor(extractor, entry, stimuli, events_file)
+    features = compute()
     provenance = {"Plugin": entry.provenance(), "Options": options, "Details": features.info}
     if store is not None:
         _store_in_cache(features, provenance, store)
@@ -176,6 +185,50 @@ def run_extractor(extractor: Any, entry: Registered, stimuli: Stimuli, events_fi
     return features
 
 
+FRAME_BATCH = 32  # frames handed to an image extractor at once: its own batching works within, memory stays bounded
+
+
+def frame_features(extractor: Any, entry: Registered, movies: Video, fps: float,
+                   events_file: Path | None = None) -> FeatureSet:
+    """An image extractor's features of a movie's frames sampled at ``fps``: continuous features at that rate.
+
+    Frames are decoded one at a time and handed to the extractor as images (lossless PNG files in a temporary
+    folder, as any image extractor reads its stimuli) in batches of :data:`FRAME_BATCH`, so a long movie never
+    sits in memory."""
+    clips: list[dict[str, np.ndarray]] = []
+    columns: dict[str, list[str]] = {}
+    info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bids-encoding-frames-") as folder:
+        for index in range(len(movies)):
+            rows: list[dict[str, np.ndarray]] = []
+            batch: list[tuple[float, Path]] = []
+
+            def flush() -> None:
+                images = Images(onset=np.array([t for t, _ in batch]), duration=np.full(len(batch), 1.0 / fps),
+                                source=movies.source, path=tuple(p for _, p in batch))
+                features = run_extractor(extractor, entry, images, events_file)
+                rows.append(features.spaces)
+                columns.update(features.columns)
+                info.update(features.info)
+                for _, used in batch:
+                    used.unlink()
+                batch.clear()
+
+            for number, (time, frame) in enumerate(movies.frames(index, fps)):
+                path = Path(folder, f"clip{index}_frame{number:07d}.png")
+                PILImage.fromarray(frame).save(path, compress_level=1)
+                batch.append((time, path))
+                if len(batch) == FRAME_BATCH:
+                    flush()
+            if batch:
+                flush()
+            clips.append({label: np.concatenate([r[label] for r in rows]) for label in rows[0]})
+    labels = list(clips[0])
+    return FeatureSet.continuous(movies, {label: [clip[label] for clip in clips] for label in labels}, fps,
+                                 columns={label: columns.get(label) for label in labels},
+                                 **{**info, "Frames": {"PerSecond": fps, "Sampling": "the frame on screen at k / fps s"}})
+
+
 def _store_in_cache(features: FeatureSet, provenance: dict[str, Any], path: Path) -> None:
     """Write a cache entry atomically (a temporary file renamed), so parallel runs never read half a file."""
     try:
@@ -196,7 +249,8 @@ def save(features: FeatureSet, provenance: dict[str, Any], path: Path) -> Path:
     arrays = {f"space_{label}": values for label, values in features.spaces.items()}
     with open(path, "wb") as handle:  # a file object: numpy would append .npz to a name without it
         np.savez(handle, onset=features.onset, duration=features.duration, **arrays,
-                 meta=np.array(json.dumps({"columns": features.columns, "provenance": provenance}, default=str)))
+                 meta=np.array(json.dumps({"columns": features.columns, "rate": features.rate,
+                                           "provenance": provenance}, default=str)))
     return path
 
 
@@ -205,7 +259,8 @@ def load(path: Path) -> tuple[FeatureSet, dict[str, Any]]:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         spaces = {key[len("space_"):]: data[key] for key in data.files if key.startswith("space_")}
-        features = FeatureSet(onset=data["onset"], duration=data["duration"], spaces=spaces, columns=meta["columns"])
+        features = FeatureSet(onset=data["onset"], duration=data["duration"], spaces=spaces, columns=meta["columns"],
+                              rate=meta.get("rate"))
     return features, meta["provenance"]
 
 

@@ -26,7 +26,7 @@ from .derivatives import dataset_links
 from .errors import UserError
 from .options import RSAOptions, check_region, parse_comparison, parse_contrast
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
-from .stimuli import read_events
+from .stimuli import read_events, stimuli_for
 
 log = logging.getLogger("bids_encoding")
 
@@ -298,9 +298,9 @@ def plan_models(runs: list[Run], specs: tuple[str, ...], registry: Registry,
         extractor, entry = instantiate(spec, registry)
         tasks = []
         for task, task_runs in runs_by_task(runs).items():
-            having = [r for r in task_runs if extractor.modality in r.modalities]
+            having = [r for r in task_runs if stimuli_for(extractor.modality, r.modalities)]
             if having and len(having) < len(task_runs):
-                lacking = next(r for r in task_runs if extractor.modality not in r.modalities)
+                lacking = next(r for r in task_runs if not stimuli_for(extractor.modality, r.modalities))
                 raise UserError(
                     f"feature extractor '{entry.name}' needs {extractor.modality} stimuli, which other runs of task "
                     f"'{task}' have but this run's events lack",

@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .features import run_extractor
+from .features import frame_features, run_extractor
 from .plugins.hookspecs import hookimpl
 from .plugins.registry import installed_plugins, instantiate
 from .plugins.types import (BrainEmbedder, FeatureExtractor, FeatureSet, Option, int_list, layer_indices,
                             str_list)
 from .progress import Step, track
-from .stimuli import Images, Stimuli, Trials, Words, sentences_from_punctuation, stimuli_from_events
+from .stimuli import (Audio, Images, Stimuli, Trials, Video, Words, sentences_from_punctuation, stimuli_for,
+                      stimuli_from_events)
 
 __all__ = [
     "hookimpl",
@@ -62,6 +63,8 @@ __all__ = [
     "Stimuli",
     "Words",
     "Images",
+    "Audio",
+    "Video",
     "Trials",
 ]
 
@@ -116,10 +119,14 @@ def extract_features(spec: str, stimuli: Stimuli) -> FeatureSet:
     """Run an installed feature extractor, named by a spec such as ``gpt2:layers=6``, on ``stimuli``, with the
     host's checks of its output (rows, finite values, labels).
 
-    Errors in the spec or in the extractor are :class:`UserError`.
+    An image extractor given :class:`Video` runs on its frames at the spec's ``fps`` and returns continuous
+    features, as in the app. Errors in the spec or in the extractor are :class:`UserError`.
     """
     extractor, entry = instantiate(spec, installed_plugins())
-    if extractor.modality != stimuli.modality:
+    source = stimuli_for(extractor.modality, (stimuli.modality,))
+    if source is None:
         raise UserError(f"feature extractor '{entry.name}' reads {extractor.modality} stimuli, not {stimuli.modality}",
                         fix="Name a source extractor of the same modality as the stimuli")
+    if source != extractor.modality:
+        return frame_features(extractor, entry, stimuli, extractor.fps)
     return run_extractor(extractor, entry, stimuli)

@@ -1,12 +1,20 @@
 """Stimulus sequences read from a run's events.tsv.
 
-A run's events become up to three typed sequences, one per modality that a
+A run's events become up to five typed sequences, one per modality that a
 feature extractor can consume:
 
 * :class:`Words`  (modality ``text``)   - events with a ``word`` or ``text`` value, or the words
   of transcripts that events point to through ``stim_file``;
 * :class:`Images` (modality ``image``)  - events whose ``stim_file`` is an image under ``stimuli/``;
+* :class:`Audio`  (modality ``audio``)  - events whose ``stim_file`` is a sound (``.wav``, ``.flac``,
+  ``.ogg``, ``.mp3``), played from the event's onset for its duration (the whole file when the
+  duration is 0);
+* :class:`Video`  (modality ``video``)  - events whose ``stim_file`` is a movie (``.mp4``, ``.mkv``,
+  ``.avi``, ``.mov``), likewise;
 * :class:`Trials` (modality ``trials``) - events with a ``trial_type`` value.
+
+Media are read at their own rate when an extractor asks (:mod:`.media`); here only their headers
+are read, to check that each file is readable and lasts as long as its event.
 
 Onsets and durations are in seconds from the start of the run, as in BIDS.
 
@@ -32,15 +40,18 @@ import csv
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from . import media
 from .errors import UserError
+from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TRANSCRIPT_SUFFIXES = (".textgrid", ".tsv", ".csv")
-AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
+MEDIA_TOLERANCE = 0.05  # s: a media file may be this much shorter than its event (rounding of durations)
 WORD_COLUMNS = ("word", "text")
 TRANSCRIPT_WORD_COLUMNS = ("word", "text", "token")
 SENTENCE_COLUMNS = ("sentence", "sentence_id", "sentence_index")
@@ -106,6 +117,48 @@ class Images(_Events):
 
 
 @dataclass(frozen=True, eq=False)
+class _Media(_Events):
+    """Media files played, one event each; ``path`` is absolute. A clip starts at its event's onset and lasts its
+    ``duration`` seconds (the file's length when the events give 0)."""
+
+    path: tuple[Path, ...] = ()
+
+    def clip_duration(self, index: int) -> float | None:
+        """How many seconds of the file event ``index`` plays (None: all of it)."""
+        return float(self.duration[index]) if self.duration[index] > 0 else None
+
+
+@dataclass(frozen=True, eq=False)
+class Audio(_Media):
+    """Sounds heard. :meth:`read` gives an event's samples at the file's rate, or at the rate a model needs."""
+
+    modality = "audio"
+
+    def read(self, index: int, rate: float | None = None) -> tuple[np.ndarray, float]:
+        """Event ``index``'s clip as mono float32 samples in [-1, 1] and their rate (``rate`` resamples them)."""
+        samples, native = media.read_audio(self.path[index], self.clip_duration(index))
+        if rate is None:
+            return samples, native
+        return media.resample_audio(samples, native, rate), float(rate)
+
+
+@dataclass(frozen=True, eq=False)
+class Video(_Media):
+    """Movies watched. :meth:`frames` decodes an event's frames on demand, one at a time."""
+
+    modality = "video"
+
+    def frames(self, index: int, fps: float, size: tuple[int, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
+        """Event ``index``'s frames at ``fps`` frames per second: ``(seconds from the event's onset, height x width x
+        3 uint8 RGB)``; ``size`` (width, height) rescales them while decoding."""
+        return media.iter_frames(self.path[index], fps, self.clip_duration(index), size)
+
+    def info(self, index: int) -> media.MediaInfo:
+        """Frame rate, frame size and duration of event ``index``'s file."""
+        return media.video_info(self.path[index])
+
+
+@dataclass(frozen=True, eq=False)
 class Trials(_Events):
     """Trials labelled by their ``trial_type``."""
 
@@ -113,8 +166,20 @@ class Trials(_Events):
     modality = "trials"
 
 
-Stimuli = Words | Images | Trials
-MODALITIES = {cls.modality: cls for cls in (Words, Images, Trials)}
+Stimuli = Words | Images | Audio | Video | Trials
+MODALITIES = {cls.modality: cls for cls in (Words, Images, Audio, Video, Trials)}
+FRAME_SOURCE = "video"
+"""Image extractors also read movies, frame by frame (the host samples the frames: ``fps``)."""
+
+
+def stimuli_for(modality: str, found: dict[str, Stimuli] | tuple[str, ...]) -> str | None:
+    """Which of the stimulus modalities ``found`` in a run an extractor of ``modality`` reads: its own, else a movie's
+    frames for an image extractor; None when it can read none of them."""
+    if modality in found:
+        return modality
+    if modality == "image" and FRAME_SOURCE in found:
+        return FRAME_SOURCE
+    return None
 
 
 # --------------------------------------------------------------------------- events.tsv
@@ -207,19 +272,33 @@ def stimuli_from_events(events_file: str | Path, stimuli_dir: str | Path | None)
     if "stim_file" in events.columns:
         rows = _present(events["stim_file"])
         names = events["stim_file"][rows].astype(str)
-        is_image = names.str.lower().str.endswith(IMAGE_SUFFIXES).to_numpy()
-        image_rows = np.flatnonzero(rows)[is_image]
-        if len(image_rows):
-            paths = tuple(resolve_stim_file(name, stimuli_dir, events_file) for name in events["stim_file"][image_rows])
-            mask = np.zeros(len(events), bool)
-            mask[image_rows] = True
-            found["image"] = Images(**times(mask), path=paths)
+        for cls, suffixes in ((Images, IMAGE_SUFFIXES), (Audio, AUDIO_SUFFIXES), (Video, VIDEO_SUFFIXES)):
+            kind_rows = np.flatnonzero(rows)[names.str.lower().str.endswith(suffixes).to_numpy()]
+            if len(kind_rows):
+                paths = tuple(resolve_stim_file(name, stimuli_dir, events_file) for name in events["stim_file"][kind_rows])
+                mask = np.zeros(len(events), bool)
+                mask[kind_rows] = True
+                found[cls.modality] = cls(**times(mask), path=paths)
+                if issubclass(cls, _Media):
+                    _check_media(found[cls.modality], events_file)
 
     if "trial_type" in events.columns:
         rows = _present(events["trial_type"])
         if rows.any():
             found["trials"] = Trials(**times(rows), trial_type=tuple(events["trial_type"][rows].astype(str)))
     return found
+
+
+def _check_media(clips: _Media, events_file: Path) -> None:
+    """Every media file readable and at least as long as its event (headers only)."""
+    info = media.audio_info if isinstance(clips, Audio) else media.video_info
+    for onset, duration, path in zip(clips.onset, clips.duration, clips.path):
+        length = info(path).duration
+        if duration > length + MEDIA_TOLERANCE:
+            raise UserError(f"the stim_file {path.name} lasts {length:.2f} s, but the event at {onset:g} s of "
+                            f"{events_file.name} plays it for {duration:g} s", path=path,
+                            fix="Give the event the file's duration (or 0 to play the whole file), or replace the file "
+                                "with its complete version")
 
 
 def resolve_stim_file(name: str, stimuli_dir: str | Path | None, events_file: Path) -> Path:

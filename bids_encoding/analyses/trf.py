@@ -1,7 +1,8 @@
 """EEG/MEG temporal response functions: each feature space mapped to every channel over a range of lags.
 
 Each feature space's word-level (or event-level) features are placed at their onsets'
-samples (:func:`..meeg.preprocessing.impulse_design`) and mapped to every channel by
+samples, continuous features (an audio envelope) are resampled to the recording's rate
+(:func:`..meeg.preprocessing.feature_design`), and each is mapped to every channel by
 mne.decoding's ``ReceptiveField`` (``TimeDelayingRidge``) over ``trf_lags``. Features and
 channels are z-scored within each run; training runs are concatenated with zero gaps
 longer than the lags, so no delay crosses runs. The ridge penalty is chosen by
@@ -21,7 +22,7 @@ from .. import features as feature_store
 from ..bids_io.meeg import MEEGRun
 from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
-from ..meeg.preprocessing import impulse_design, preprocess
+from ..meeg.preprocessing import feature_design, preprocess
 from ..models.standardize import zscore
 from ..options import MEEGOptions
 
@@ -117,8 +118,7 @@ def fit_trf(runs: Sequence[MEEGRun], feature_files: Sequence[Path], out_dir: Pat
     outputs = []
     for space, columns in loaded[0][0].columns.items():
         name = bids_label(extractor, space)
-        X_runs = [impulse_design(features.onset, np.asarray(features.spaces[space], float), len(Y), sfreq)
-                  for (features, _), Y in zip(loaded, Y_runs)]
+        X_runs = [feature_design(features, space, len(Y), sfreq) for (features, _), Y in zip(loaded, Y_runs)]
         fit = cross_validated_trf(X_runs, Y_runs, options, sfreq)
         table = pd.DataFrame({"channel": channels, "r": fit["r"],
                               **{f"r_fold{i + 1}": r for i, r in enumerate(fit["fold_r"])}})

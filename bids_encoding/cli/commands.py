@@ -35,7 +35,7 @@ def run_command(command: str, argv: list[str]) -> int:
 
 
 def list_plugins(as_json: bool = False) -> int:
-    from ..plugins.registry import installed_plugins
+    from ..plugins.registry import all_options, installed_plugins
 
     rows = []
     for entry in (e for of_kind in installed_plugins().values() for _, e in sorted(of_kind.items())):
@@ -43,7 +43,7 @@ def list_plugins(as_json: bool = False) -> int:
         rows.append({
             "name": name, "distribution": entry.distribution, "version": entry.version, "kind": entry.kind,
             "modality": entry.cls.modality, "description": entry.cls.description,
-            "options": {k: {"default": o.default, "help": o.help} for k, o in entry.cls.options.items()},
+            "options": {k: {"default": o.default, "help": o.help} for k, o in all_options(entry.cls).items()},
         })
     if as_json:
         print(json.dumps(rows, indent=2, default=str))

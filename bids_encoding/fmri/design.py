@@ -1,10 +1,14 @@
 """From event-level features to a design matrix on the TR grid.
 
-Features live at event times (one row per word, image or trial); BOLD lives on
-the TR grid. ``hrf_design`` puts each event's feature values on a fine time
+Event features live at event times (one row per word, image or trial); BOLD lives
+on the TR grid. ``hrf_design`` puts each event's feature values on a fine time
 grid as a boxcar over its duration, convolves with a haemodynamic response from
-nilearn, and samples at acquisition times. Everything here is a pure function
-of arrays, so notebooks and tests use it without Nipype.
+nilearn, and samples at acquisition times. Continuous features (a sampling rate of
+their own: audio, video) take the same two routes: resampled to the fine grid and
+convolved (:func:`continuous_hrf_design`), or Lanczos-filtered to the TR grid
+(:func:`continuous_downsample`). :func:`tr_features` picks the route for a
+feature set. Everything here is a pure function of arrays, so notebooks and tests
+use it without Nipype.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import numpy as np
 from nilearn.glm.first_level.hemodynamic_models import glover_hrf, spm_hrf
 from scipy.signal import fftconvolve
+
+from ..models.signal import lanczos_kernel, lanczos_resample, resample_signal
+from ..plugins.types import FeatureSet
 
 HRF_MODELS = {"glover": glover_hrf, "spm": spm_hrf}
 
@@ -43,21 +50,21 @@ def hrf_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_sc
                hrf_model: str = "glover", oversampling: int = 16) -> np.ndarray:
     """Convolve event features with an HRF and sample them at each volume: ``n_scans x n_features``."""
     dt = tr / oversampling
-    n_fine = n_scans * oversampling
-    fine = events_on_grid(onset, duration, values, n_fine, dt)
+    return _convolve_hrf(events_on_grid(onset, duration, values, n_scans * oversampling, dt), tr, hrf_model,
+                         oversampling)
+
+
+def continuous_hrf_design(times: np.ndarray, values: np.ndarray, rate: float, n_scans: int, tr: float,
+                          hrf_model: str = "glover", oversampling: int = 16) -> np.ndarray:
+    """Continuous features (sampled at ``rate`` Hz, samples at ``times``) resampled to the fine grid of
+    :func:`hrf_design`, convolved with the HRF and sampled at each volume: ``n_scans x n_features``."""
+    fine = resample_signal(times, values, rate, n_scans * oversampling, oversampling / tr)
+    return _convolve_hrf(fine, tr, hrf_model, oversampling)
+
+
+def _convolve_hrf(fine: np.ndarray, tr: float, hrf_model: str, oversampling: int) -> np.ndarray:
     hrf = HRF_MODELS[hrf_model](tr, oversampling=oversampling)
-    convolved = fftconvolve(fine, hrf[:, None], mode="full", axes=0)[:n_fine]
-    return convolved[::oversampling]
-
-
-def lanczos_kernel(t: np.ndarray, cutoff: float, window: int = 3) -> np.ndarray:
-    """Lanczos-windowed sinc at times ``t`` (seconds) for a low-pass ``cutoff`` (Hz)."""
-    x = np.asarray(t, dtype=np.float64) * cutoff
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = window * np.sin(np.pi * x) * np.sin(np.pi * x / window) / (np.pi ** 2 * x ** 2)
-    value[x == 0] = 1.0
-    value[np.abs(x) > window] = 0.0
-    return value
+    return fftconvolve(fine, hrf[:, None], mode="full", axes=0)[:len(fine)][::oversampling]
 
 
 def lanczos_downsample(times: np.ndarray, values: np.ndarray, n_scans: int, tr: float, window: int = 3) -> np.ndarray:
@@ -83,6 +90,26 @@ def downsample_events(onset: np.ndarray, duration: np.ndarray, values: np.ndarra
     """Lanczos downsampling of event features placed at each event's midpoint: ``n_scans x n_features``."""
     midpoints = np.asarray(onset) + np.asarray(duration) / 2
     return lanczos_downsample(midpoints, values, n_scans, tr)
+
+
+def continuous_downsample(times: np.ndarray, values: np.ndarray, rate: float, n_scans: int, tr: float) -> np.ndarray:
+    """Continuous features averaged around each volume's acquisition time by a Lanczos filter (cutoff 1 / TR):
+    ``n_scans x n_features``, the continuous counterpart of :func:`downsample_events`."""
+    return lanczos_resample(times, values, rate, n_scans, tr)
+
+
+def tr_features(features: FeatureSet, label: str, n_scans: int, tr: float, design: str = "hrf",
+                hrf_model: str = "glover") -> np.ndarray:
+    """One feature space on the TR grid, before delays: HRF-convolved (``design="hrf"``) or Lanczos-downsampled
+    (``"fir"``), from events or from continuous samples alike."""
+    values = features.spaces[label]
+    if features.rate is not None:
+        if design == "fir":
+            return continuous_downsample(features.onset, values, features.rate, n_scans, tr)
+        return continuous_hrf_design(features.onset, values, features.rate, n_scans, tr, hrf_model)
+    if design == "fir":
+        return downsample_events(features.onset, features.duration, values, n_scans, tr)
+    return hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=hrf_model)
 
 
 def fir_design(onset: np.ndarray, duration: np.ndarray, values: np.ndarray, n_scans: int, tr: float,

@@ -17,8 +17,10 @@ import numpy as np
 from ..bids_io.meeg import MEEGRun, read_recording
 from ..contrasts import contrast_events
 from ..errors import UserError
+from ..models.signal import resample_signal
 from ..models.standardize import zscore
 from ..options import MEEGOptions
+from ..plugins.types import FeatureSet
 
 
 def describe(options: MEEGOptions, datatype: str) -> dict[str, Any]:
@@ -91,6 +93,16 @@ def run_epochs(raw, run: MEEGRun, column: str, values: Sequence[str], options: M
     return mne.Epochs(raw, array, codes, tmin=options.epochs[0], tmax=options.epochs[1], baseline=options.baseline_window,
                       reject=options.rejection(run.datatype), preload=True, event_repeated="drop", on_missing="ignore",
                       verbose=False)
+
+
+def feature_design(features: FeatureSet, space: str, n_times: int, sfreq: float) -> np.ndarray:
+    """One feature space on the recording's sample grid, z-scored: event features as impulses at their onsets
+    (:func:`impulse_design`), continuous features (an audio envelope, a speech model's frames) resampled to the
+    recording's rate, anti-aliased (:func:`..models.signal.resample_signal`)."""
+    values = np.asarray(features.spaces[space], float)
+    if features.rate is None:
+        return impulse_design(features.onset, values, n_times, sfreq)
+    return zscore(resample_signal(features.onset, values, features.rate, n_times, sfreq))
 
 
 def impulse_design(onsets: np.ndarray, values: np.ndarray, n_times: int, sfreq: float) -> np.ndarray:

@@ -18,11 +18,35 @@ from .. import __version__
 from ..errors import UserError
 from . import builtin as builtin_embedders
 from . import hookspecs
-from .types import KNOWN_MODALITIES, BrainEmbedder, FeatureExtractor
+from .types import KNOWN_MODALITIES, BrainEmbedder, FeatureExtractor, Option
 
 NAME = re.compile(r"^[a-z][a-z0-9]*$")
 KINDS = {"feature extractor": FeatureExtractor, "brain embedder": BrainEmbedder}
 FLAGS = {"feature extractor": "--features", "brain embedder": "--embedder"}
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"{raw} is not a positive number")
+    return value
+
+
+HOST_OPTIONS: dict[str, dict[str, Option]] = {
+    "image": {"fps": Option(1.0, "frames per second sampled from a movie when the events name video files (the host "
+                                 "runs the image model on them, batched, as continuous features)", type=_positive)},
+}
+"""Options the host adds to every extractor of a modality, whatever the plugin: ``cnn:fps=2``."""
+
+
+def all_options(cls: type) -> dict[str, Option]:
+    """A plugin class's own options and those the host adds to its modality."""
+    return {**cls.options, **HOST_OPTIONS.get(getattr(cls, "modality", ""), {})}
+
+
+def host_options(plugin: Any) -> dict[str, Any]:
+    """The values of the host's options on a configured plugin (for cache keys and sidecars)."""
+    return {key: getattr(plugin, key) for key in HOST_OPTIONS.get(plugin.modality, {})}
 
 
 @dataclass(frozen=True)
@@ -177,7 +201,7 @@ def instantiate(spec: str, registry: Registry, kind: str = "feature extractor") 
             fix="Check the spelling, or install the plugin that provides it; 'bids-encoding plugins' lists them",
         )
     entry = of_kind[name]
-    options = entry.cls.options
+    options = all_options(entry.cls)
     values = {}
     for key, value in raw.items():
         if key not in options:
@@ -192,8 +216,13 @@ def instantiate(spec: str, registry: Registry, kind: str = "feature extractor") 
                 f"option '{key}' of {kind} '{name}' cannot take the value '{value}' ({exc})",
                 fix=f"{options[key].help or 'See bids-encoding plugins'} (default: {options[key].default!r})",
             ) from None
+    added = HOST_OPTIONS.get(getattr(entry.cls, "modality", ""), {})
+    host = {key: values.pop(key, option.default) for key, option in added.items()}
     try:
-        return entry.cls(**values), entry
+        plugin = entry.cls(**values)
+        for key, value in host.items():
+            setattr(plugin, key, value)
+        return plugin, entry
     except UserError:
         raise
     except Exception as exc:

@@ -83,13 +83,19 @@ class Option:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features of a stimulus sequence: one row per event, one or more named spaces.
+    """Features of a stimulus sequence: one or more named spaces, one row per event or per time sample.
 
     ``spaces`` maps a short alphanumeric label (``""`` for a single space, or e.g.
-    ``"L6"`` for a layer) to an ``n_events x n_features`` float array. The full
+    ``"L6"`` for a layer) to an ``n_rows x n_features`` float array. The full
     label of a space in derivative names is the extractor's name followed by this
     label (``gpt2L6``). ``info`` holds facts for the sidecar (e.g. out-of-vocabulary
     counts).
+
+    Event features (``rate`` None) have one row per event, at its ``onset`` for its
+    ``duration``. Continuous features (a ``rate`` in Hz, from audio or video) have one
+    row per sample: ``onset`` holds each sample's time in the run and ``duration`` is
+    ``1 / rate``; :meth:`continuous` builds them from each clip's samples. The host
+    brings either kind to the data's own time grid (fMRI volumes, M/EEG samples).
     """
 
     onset: np.ndarray
@@ -97,6 +103,7 @@ class FeatureSet:
     spaces: dict[str, np.ndarray]
     columns: dict[str, list[str]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    rate: float | None = None
 
     @classmethod
     def single(cls, stimuli: Stimuli, values: np.ndarray, columns: list[str] | None = None, **info) -> "FeatureSet":
@@ -110,15 +117,42 @@ class FeatureSet:
             info=dict(info),
         )
 
+    @classmethod
+    def continuous(cls, stimuli: Stimuli, clips: dict[str, list[np.ndarray]] | list[np.ndarray], rate: float,
+                   columns: dict[str, list[str]] | list[str] | None = None, **info) -> "FeatureSet":
+        """Continuous features at ``rate`` Hz: ``clips`` holds, per space (or for a single space), one
+        ``n_samples x n_features`` array per event of ``stimuli``, its first sample at the event's onset."""
+        if not isinstance(clips, dict):
+            clips = {"": clips}
+            columns = {"": columns} if columns is not None else None
+        if len(stimuli) == 0 or not all(len(parts) == len(stimuli) for parts in clips.values()):
+            raise ValueError(f"continuous features need one array per event ({len(stimuli)} events)")
+        first = next(iter(clips.values()))
+        lengths = [len(part) for part in first]
+        onset = np.concatenate([start + np.arange(n) / float(rate) for start, n in zip(stimuli.onset, lengths)])
+        spaces = {label: np.concatenate([np.asarray(p, float).reshape(len(p), -1) for p in parts])
+                  for label, parts in clips.items()}
+        columns = columns or {}
+        return cls(onset=onset, duration=np.full(len(onset), 1.0 / rate), spaces=spaces,
+                   columns={label: list(columns.get(label) or [f"f{i}" for i in range(values.shape[1])])
+                            for label, values in spaces.items()},
+                   info=dict(info), rate=float(rate))
+
     def check(self, n_events: int) -> None:
-        """Raise ValueError unless every space is a finite n_events x n_features array."""
+        """Raise ValueError unless every space is a finite array with a row per event (per sample when continuous)."""
         if not self.spaces:
             raise ValueError("the feature set has no feature space")
+        if self.rate is not None:
+            if not (np.isfinite(self.rate) and self.rate > 0):
+                raise ValueError(f"the sampling rate {self.rate!r} is not a positive number")
+            n_events = len(self.onset)
         for label, values in self.spaces.items():
             if not LABEL.match(label):
                 raise ValueError(f"space label {label!r} is not alphanumeric")
             if values.ndim != 2 or values.shape[0] != n_events:
-                raise ValueError(f"space {label!r} has shape {values.shape}, expected ({n_events}, n_features)")
+                expected = "n_samples" if self.rate is not None else "n_events"
+                raise ValueError(f"space {label!r} has shape {values.shape}, expected ({n_events}, n_features) "
+                                 f"({expected} rows)")
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"space {label!r} holds NaN or infinite values")
 
@@ -146,8 +180,10 @@ class FeatureExtractor(_Configurable):
     """Base class of a stimulus feature extractor.
 
     Subclasses set ``name`` (lowercase alphanumeric), ``modality`` (``text``,
-    ``image`` or ``trials``), ``description``, ``options``, and implement
-    :meth:`extract`.
+    ``image``, ``audio``, ``video`` or ``trials``), ``description``, ``options``, and
+    implement :meth:`extract`. An image extractor also reads movies: the host samples
+    their frames at the ``fps`` option it adds, hands them over as images in batches,
+    and returns the rows as continuous features.
     """
 
     kind: ClassVar[str] = "feature extractor"

@@ -27,7 +27,7 @@ from nilearn import masking
 from ... import features as feature_store
 from ...derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
 from ...fmri.bold import TaskData, load_task, run_entities
-from ...fmri.design import add_delays, downsample_events, hrf_design, remove_drifts
+from ...fmri.design import add_delays, remove_drifts, tr_features
 from ...fmri.masks import atlas_labels, roi_mask
 from ...models.noise_ceiling import explainable_variance
 from ...models.ridge import DEFAULT_ALPHAS
@@ -115,19 +115,10 @@ def _trim(x: np.ndarray, trim: tuple[int, int]) -> np.ndarray:
     return x[trim[0]:len(x) - trim[1] if trim[1] else None]
 
 
-def tr_features(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float,
-                options: EncodingOptions, hrf_model: str) -> np.ndarray:
-    """One feature space of a run on the TR grid, before delays: HRF-convolved, or Lanczos-downsampled for FIR."""
-    values = features.spaces[label]
-    if options.design == "fir":
-        return downsample_events(features.onset, features.duration, values, n_scans, tr)
-    return hrf_design(features.onset, features.duration, values, n_scans, tr, hrf_model=hrf_model)
-
-
 def run_design(features: feature_store.FeatureSet, label: str, n_scans: int, tr: float, options: EncodingOptions,
                hrf_model: str, high_pass: float = 0.0) -> np.ndarray:
     """One run's design for one feature space (FIR delays added when asked), z-scored within the run."""
-    design = tr_features(features, label, n_scans, tr, options, hrf_model)
+    design = tr_features(features, label, n_scans, tr, options.design, hrf_model)
     if options.design == "fir":
         design = add_delays(design, options.delays)
     return zscore(remove_drifts(design, tr, high_pass)).astype(np.float32)
@@ -307,7 +298,7 @@ def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, optio
         features, provenance = feature_store.load(path)
         extractor = provenance["Plugin"]["Name"]
         for label, columns in features.columns.items():
-            values = tr_features(features, label, len(y), tr, options, hrf_model)
+            values = tr_features(features, label, len(y), tr, options.design, hrf_model)
             name = extractor + label
             target = out_dir / f"run{index}_recording-{name}_stim.tsv.gz"
             save_tsv_gz(values, target)
