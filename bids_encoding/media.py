@@ -44,7 +44,7 @@ def _av():
     return av
 
 
-def _codec_missing(path: Path, exc: Exception) -> UserError:
+def _codec_missing(path: Path, exc: Exception | str) -> UserError:
     return UserError(f"the file uses a codec that the installed FFmpeg (PyAV) cannot decode ({exc})", path=path,
                      fix="Re-encode it with a common codec (H.264 video in MP4, or WAV/FLAC audio), e.g. "
                          "ffmpeg -i IN -c:v libx264 OUT.mp4")
@@ -67,6 +67,8 @@ def audio_info(path: str | Path) -> MediaInfo:
             raise UserError("the file holds no audio stream", path=path,
                             fix="Point stim_file at an audio file, or at a video with a sound track")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise _codec_missing(path, "the stream's codec is unknown to it")
         duration = _stream_duration(container, stream)
         if not duration or not stream.rate:
             raise UserError("the audio file has no samples", path=path, fix="Replace it with a complete audio file")
@@ -144,6 +146,8 @@ def video_info(path: str | Path) -> MediaInfo:
             raise UserError("the file holds no video stream", path=path,
                             fix="Point stim_file at a video file (MP4, MKV, AVI, MOV)")
         stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise _codec_missing(path, "the stream's codec is unknown to it")
         rate = float(stream.average_rate or stream.base_rate or 0)
         duration = _stream_duration(container, stream)
         if not duration and stream.frames and rate:
@@ -162,10 +166,11 @@ def iter_frames(path: str | Path, fps: float, duration: float | None = None,
     in FFmpeg, before they reach Python. Decoded one by one, so memory holds one frame."""
     av = _av()
     path = Path(path)
-    end = video_info(path).duration if duration is None else duration
+    info = video_info(path)
+    end = info.duration if duration is None else duration
     targets = iter(np.arange(int(np.floor(end * fps + 1e-9))) / fps)
     target = next(targets, None)
-    last, yielded = None, 0
+    last, last_time, yielded = None, 0.0, 0
     with _open_container(path, "video") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -178,11 +183,14 @@ def iter_frames(path: str | Path, fps: float, duration: float | None = None,
                     target = next(targets, None)
                 if target is None:
                     break
-                last = _rgb(frame, size)
+                last, last_time = _rgb(frame, size), time
         except av.error.FFmpegError as exc:
             if isinstance(exc, getattr(av.error, "DecoderNotFoundError", ())):
                 raise _codec_missing(path, exc) from None
             raise _unreadable(path, exc, "video") from None
+        if target is not None and last is not None and last_time < end - 2.0 / info.rate - 0.05:
+            raise UserError(f"the video is truncated: its frames stop at {last_time:.2f} s, but it should last "
+                            f"{end:.2f} s", path=path, fix="Replace it with a complete copy of the file")
         while target is not None and last is not None:  # the last frame stays on screen to the end
             yield target, last
             yielded += 1

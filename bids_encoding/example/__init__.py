@@ -125,6 +125,11 @@ IMAGE_SIZE = 64
 BLOCK = 8  # side of the blocks shuffled to scramble a face
 MAX_SUBJECTS = 99  # two-digit labels
 TIE_HIGH_PASS = 0.01  # Hz: the drift removal the ratelength sphere's two parts are balanced after (the app's default)
+AUDIO_RATE = 16000  # Hz: the story's sound track (what speech models take)
+ENVELOPE_RATE = 100.0  # Hz: the planted envelope, RMS in 10 ms frames
+BACKGROUND, SWELL_HZ, WORD_LOUDNESS = 0.2, 0.05, (0.004, 0.012)  # the sound track's mix (story_audio)
+MOVIE_FPS = 10
+MOVIE_SIZE = (96, 64)  # width, height of the movie's frames (pixels)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,9 @@ TASKS: dict[str, Task] = {
                   description="Viewing drawn faces and block-scrambled faces, 1 s each, in random order."),
     "blocks": Task("blocks", n_runs=1, n_volumes=84, drift_sd=30.0,
                    description="Listening to 16 s bursts of sound alternating with 16 s of silence; one short run."),
+    "movie": Task("movie", n_runs=2, n_volumes=90,
+                  description="Watching a silent movie of a drifting texture whose speed and direction change every "
+                              "few seconds; one part per run."),
 }
 """The tasks, their number of runs and of volumes per run (TR 2 s)."""
 
@@ -196,6 +204,9 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "impulse of height minilm_L5(word) - its mean in the run, at each word onset, where minilm_L5 is the "
                 "word's layer-5 features of the minilm extractor in its run's context projected on a fixed random unit "
                 "axis (story_layers.tsv), glover HRF, z-scored per run"),
+        Planted("envelope", "lpp", (57.0, -6.0, -6.0), 10.0, 0.8,
+                "the broadband envelope of the run's sound track (RMS in 10 ms frames, story_audio: the words over a "
+                "background whose loudness swells and flickers), glover HRF, z-scored per run"),
     ),
     "faces": (
         Planted("face", "faces", (42.0, -52.0, -18.0), 10.0, 0.7,
@@ -213,6 +224,11 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
     "blocks": (
         Planted("sound", "blocks", (60.0, -24.0, 6.0), 12.0, 4.0,
                 "16 s boxcar of height 1 per sound block, glover HRF, z-scored per run"),
+    ),
+    "movie": (
+        Planted("motion", "movie", (-46.0, -74.0, 4.0), 10.0, 1.0,
+                "the movie's frame-to-frame change (mean absolute difference of consecutive decoded frames' luminance "
+                "in [0, 1], at 10 frames per second), which follows the texture's speed, glover HRF, z-scored per run"),
     ),
 }
 """The planted features of each task: name, sphere (MNI mm), amplitude and regressor.
@@ -237,7 +253,8 @@ NOISE: dict[str, float] = {
 """Parameters of the simulated noise; also written to each ``*_truth.json``."""
 
 # Independent random streams, so that changing one part never changes another.
-_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7, "eeg": 8}
+_STREAM = {"images": 1, "story": 2, "trials": 3, "subject": 4, "run": 5, "amplitude": 6, "pattern": 7, "eeg": 8,
+           "audio": 9, "movie": 10}
 
 
 def _rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
@@ -425,6 +442,164 @@ def trial_events(stim_files: list[str], run_duration: float, rng: np.random.Gene
     })
 
 
+# --------------------------------------------------------------------------- the story's sound track and the movie
+
+def _smooth_noise(rng: np.random.Generator, n: int, rate: float, low: float, high: float) -> np.ndarray:
+    """Gaussian noise band-passed between ``low`` and ``high`` Hz (zero-phase Butterworth), unit sd."""
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(2, [low, high] if low > 0 else high, btype="band" if low > 0 else "low", fs=rate, output="sos")
+    x = sosfiltfilt(sos, rng.standard_normal(n))
+    return x / x.std()
+
+
+def story_audio(words: pd.DataFrame, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """A run's sound track at :data:`AUDIO_RATE` (float32 in [-1, 1]): the story's words over a background.
+
+    No speech synthesis is available offline, so each word is a harmonic complex (a random fundamental of 100-250
+    Hz and its first three harmonics at 1/k) lasting the word, 10 ms ramps, at a random amplitude of
+    :data:`WORD_LOUDNESS`. Behind it, band-limited noise (200-4000 Hz, unit sd) whose amplitude swells slowly (below
+    :data:`SWELL_HZ`, between silence and :data:`BACKGROUND`) and flickers at syllable rates (2-8 Hz): the
+    envelope moves on every time scale, mostly apart from the words (its planted regressor correlates about 0.1
+    with word rate's, ``regressor_correlation``), so an envelope model, not word rate, explains the ``envelope``
+    sphere.
+    """
+    n = int(round(duration * AUDIO_RATE))
+    frames = int(round(duration * ENVELOPE_RATE))
+    slow = _smooth_noise(rng, frames, ENVELOPE_RATE, 0.0, SWELL_HZ)
+    slow = np.clip((slow - slow.min()) / (slow.max() - slow.min()), 0, 1) ** 2
+    flicker = 0.5 + 0.5 * np.tanh(_smooth_noise(rng, frames, ENVELOPE_RATE, 2.0, 8.0))
+    loudness = np.interp(np.arange(n) / AUDIO_RATE, np.arange(frames) / ENVELOPE_RATE, BACKGROUND * slow * flicker)
+    audio = _smooth_noise(rng, n, AUDIO_RATE, 200.0, 4000.0) * loudness
+    for onset, length in zip(words["onset"], words["duration"]):
+        start, m = int(round(onset * AUDIO_RATE)), max(int(round(length * AUDIO_RATE)), 1)
+        t = np.arange(min(m, n - start)) / AUDIO_RATE
+        f0, gain = rng.uniform(100, 250), rng.uniform(*WORD_LOUDNESS)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
+        ramp = np.clip(np.minimum(t, t[::-1]) / 0.01, 0, 1)
+        audio[start:start + len(t)] += gain * tone * ramp
+    return np.clip(audio, -1, 1).astype(np.float32)
+
+
+def rms_envelope(samples: np.ndarray, rate: float, envelope_rate: float = ENVELOPE_RATE) -> np.ndarray:
+    """The root mean square of ``samples`` in consecutive frames of ``1 / envelope_rate`` s (the planted envelope)."""
+    step = int(round(rate / envelope_rate))
+    n = len(samples) // step
+    return np.sqrt((np.asarray(samples[:n * step], np.float64).reshape(n, step) ** 2).mean(axis=1))
+
+
+def story_envelope(wav: Path) -> np.ndarray:
+    """The planted envelope of a sound track file, at :data:`ENVELOPE_RATE`."""
+    return _of_file(_story_envelope, wav)
+
+
+def _of_file(function, path: Path) -> np.ndarray:
+    """``function(path)``, computed once per file version (every subject's regressors read the same stimuli)."""
+    stat = Path(path).stat()
+    return function(str(path), stat.st_size, stat.st_mtime_ns).copy()
+
+
+@lru_cache(maxsize=8)
+def _story_envelope(path: str, size: int, mtime: int) -> np.ndarray:
+    import soundfile
+
+    samples, rate = soundfile.read(path, dtype="float32")
+    return rms_envelope(samples, rate)
+
+
+def write_story_audio(root: Path, word_runs: list[pd.DataFrame], seed: int) -> list[str]:
+    """Each story run's sound track as a 16-bit WAV under ``stimuli/story/``; their paths relative to ``stimuli/``."""
+    import soundfile
+
+    folder = root / "stimuli" / "story"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for run, words in enumerate(word_runs, start=1):
+        audio = story_audio(words, TASKS["lpp"].duration, _rng(seed, "audio", run))
+        soundfile.write(str(folder / f"lpp_run-{run}.wav"), audio, AUDIO_RATE, subtype="PCM_16")
+        names.append(f"story/lpp_run-{run}.wav")
+    return names
+
+
+def with_sound_track(words: pd.DataFrame, stim_file: str, duration: float) -> pd.DataFrame:
+    """A story run's events: its sound track from 0 s for the whole run, then one row per word."""
+    track = pd.DataFrame({"onset": [0.0], "duration": [duration], "word": [None], "stim_file": [stim_file]})
+    return pd.concat([track, words.assign(stim_file=None)], ignore_index=True)
+
+
+def word_rows(events: pd.DataFrame) -> pd.DataFrame:
+    """The events that are words (a story run's rows but its sound track)."""
+    return events[events["word"].notna()].reset_index(drop=True) if "word" in events else events
+
+
+def movie_frames(duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A silent movie at :data:`MOVIE_FPS`: a smooth random texture drifting behind a fixed window, its speed (0,
+    1 or 3 pixels per frame) and direction (one of 8) changing every 3-9 s. Frames (n x height x width, uint8
+    grey) and each frame's speed."""
+    width, height = MOVIE_SIZE
+    n = int(round(duration * MOVIE_FPS))
+    texture = ndimage.gaussian_filter(rng.standard_normal((4 * height, 4 * width)), 2.0, mode="wrap")
+    texture = np.clip(128 + 50 * texture / texture.std(), 0, 255)
+    speed, velocity = np.zeros(n), np.zeros((n, 2))
+    start = 0
+    while start < n:
+        stop = min(n, start + int(rng.uniform(3, 9) * MOVIE_FPS))
+        angle = rng.integers(8) * np.pi / 4
+        speed[start:stop] = rng.choice([0.0, 1.0, 3.0])
+        velocity[start:stop] = speed[start:stop, None] * [np.cos(angle), np.sin(angle)]
+        start = stop
+    position = np.rint(np.cumsum(velocity, axis=0)).astype(int)  # whole pixels: diagonal steps alternate 0.7 px
+    frames = np.empty((n, height, width), np.uint8)
+    for k, (dx, dy) in enumerate(position):
+        rows, cols = (np.arange(height) - dy) % texture.shape[0], (np.arange(width) - dx) % texture.shape[1]
+        frames[k] = np.rint(texture[np.ix_(rows, cols)])
+    return frames, speed
+
+
+def write_movies(root: Path, seed: int) -> list[str]:
+    """Each movie run's part as an H.264 MP4 (PyAV) under ``stimuli/movie/``; their paths relative to ``stimuli/``."""
+    import av
+
+    folder = root / "stimuli" / "movie"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for run in range(1, TASKS["movie"].n_runs + 1):
+        frames, _ = movie_frames(TASKS["movie"].duration, _rng(seed, "movie", run))
+        with av.open(str(folder / f"movie_run-{run}.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=MOVIE_FPS, options={"crf": "18", "threads": "1"})
+            stream.width, stream.height, stream.pix_fmt = MOVIE_SIZE[0], MOVIE_SIZE[1], "yuv420p"
+            for frame in frames:
+                picture = av.VideoFrame.from_ndarray(np.repeat(frame[:, :, None], 3, axis=2), format="rgb24")
+                container.mux(stream.encode(picture))
+            container.mux(stream.encode(None))
+        names.append(f"movie/movie_run-{run}.mp4")
+    return names
+
+
+def frame_change(movie: Path) -> np.ndarray:
+    """Mean absolute difference between consecutive decoded frames (luminance in [0, 1]); 0 for the first."""
+    return _of_file(_frame_change, movie)
+
+
+@lru_cache(maxsize=8)
+def _frame_change(movie: str, size: int, mtime: int) -> np.ndarray:
+    import av
+
+    grey, change = None, [0.0]
+    with av.open(movie) as container:
+        for frame in container.decode(video=0):
+            current = frame.to_ndarray(format="gray").astype(np.float64) / 255.0
+            if grey is not None:
+                change.append(float(np.abs(current - grey).mean()))
+            grey = current
+    return np.array(change)
+
+
+def movie_events(stim_file: str, duration: float) -> pd.DataFrame:
+    """A movie run's events: its part of the movie, from 0 s for the whole run."""
+    return pd.DataFrame({"onset": [0.0], "duration": [duration], "stim_file": [stim_file]})
+
+
 # --------------------------------------------------------------------------- planted regressors
 
 def edge_energy(image_file: Path) -> float:
@@ -450,6 +625,12 @@ def _hrf_regressor(onsets: np.ndarray, durations: np.ndarray, heights: np.ndarra
     return (x - x.mean()) / x.std()
 
 
+def _sampled_regressor(values: np.ndarray, rate: float, n_volumes: int) -> np.ndarray:
+    """A signal sampled at ``rate`` from 0 s, each sample a boxcar of ``1 / rate`` s, through :func:`_hrf_regressor`."""
+    onsets = np.arange(len(values)) / rate
+    return _hrf_regressor(onsets, np.full(len(values), 1.0 / rate), np.asarray(values, float), n_volumes)
+
+
 def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_dir: Path | None = None) -> np.ndarray:
     """The z-scored, HRF-convolved time course of a planted feature in one run (see the module doc);
     ``latent`` gives one column per latent factor."""
@@ -459,6 +640,13 @@ def planted_regressor(name: str, events: pd.DataFrame, n_volumes: int, stimuli_d
         onsets, durations = events["onset"].to_numpy(float), events["duration"].to_numpy(float)
         return np.column_stack([_hrf_regressor(onsets[factor == k], durations[factor == k], height[factor == k], n_volumes)
                                 for k in range(N_LATENT_FACTORS)])
+    if name == "envelope":
+        track = Path(stimuli_dir, events["stim_file"].dropna().iloc[0])
+        return _sampled_regressor(story_envelope(track), ENVELOPE_RATE, n_volumes)
+    if name == "motion":
+        movie = Path(stimuli_dir, events["stim_file"].dropna().iloc[0])
+        return _sampled_regressor(frame_change(movie), MOVIE_FPS, n_volumes)
+    events = word_rows(events)
     if name == "ratelength":  # each part scaled to unit variance as the models see it, after the default high-pass
         parts = np.column_stack([planted_regressor(part, events, n_volumes) for part in ("wordrate", "wordlength")])
         seen = signal.clean(parts, detrend=True, standardize=None, filter="cosine", high_pass=TIE_HIGH_PASS, t_r=TR)
@@ -643,7 +831,13 @@ def _top_level_files(root: Path, n_subjects: int, seed: int) -> None:
             "SliceTimingCorrected": False, "MagneticFieldStrength": 3.0, "Manufacturer": "simulated",
         })
     _write_json(root / "task-lpp_events.json", {
-        "word": {"Description": "the word shown or heard, as written in the story, punctuation attached"},
+        "word": {"Description": "the word heard, as written in the story, punctuation attached"},
+        "stim_file": {"Description": "the run's sound track (16 kHz WAV, relative to stimuli/), played from 0 s for "
+                                     "the whole run: the words over a background of noise"},
+    })
+    _write_json(root / "task-movie_events.json", {
+        "stim_file": {"Description": "the run's part of the silent movie (H.264 MP4, 10 frames per second, relative to "
+                                     "stimuli/), shown from 0 s for the whole run"},
     })
     _write_json(root / "task-blocks_events.json", {
         "trial_type": {"Description": "block type", "Levels": {"sound": "16 s of sound (silence between blocks)"}},
@@ -744,10 +938,11 @@ def block_events(task: Task, block: float = 16.0) -> pd.DataFrame:
 
 
 def _events(task: Task, run: int, index: int, seed: int, stim_files: list[str],
-            word_runs: list[pd.DataFrame]) -> pd.DataFrame:
-    """The events of one run: the story's part (the same for everyone), the blocks, or this subject's trial order."""
-    if task.name == "lpp":
-        return word_runs[run - 1]
+            shared: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """The events of one run: the story's or the movie's part (the same for everyone), the blocks, or this subject's
+    trial order."""
+    if task.name in shared:
+        return shared[task.name][run - 1]
     if task.name == "blocks":
         return block_events(task)
     return trial_events(stim_files, task.duration, _rng(seed, "trials", index, run))
@@ -770,7 +965,7 @@ def _spatial_pattern(planted: Planted, rng: np.random.Generator, n_voxels: int) 
 
 
 def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mask: np.ndarray,
-                   affine: np.ndarray, mask_bytes: bytes, word_runs: list[pd.DataFrame]) -> None:
+                   affine: np.ndarray, mask_bytes: bytes, shared: dict[str, list[pd.DataFrame]]) -> None:
     """Simulate and write every run of one subject, and its ground truth."""
     sub = f"{index:02d}"
     rng = _rng(seed, "subject", index)
@@ -788,7 +983,7 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
                  for k, p in enumerate(planted)}
         all_regressors = []
         for run in range(1, task.n_runs + 1):
-            events = _events(task, run, index, seed, stim_files, word_runs)
+            events = _events(task, run, index, seed, stim_files, shared)
             regressors = {p.name: planted_regressor(p.name, events, task.n_volumes, root / "stimuli") for p in planted}
             data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task)
             _write_run(_run_files(root, sub, task, run), data, moves, events, mask, mask_bytes, affine)
@@ -800,9 +995,10 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
                          _gz_bytes(_mask_image(w > 0, affine)))
 
 
-def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str], word_runs: list[pd.DataFrame],
+def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str], story_runs: list[pd.DataFrame],
                        eeg_format: str) -> None:
-    """The subject's EEG runs (:mod:`bids_encoding.example.meeg`): faces with an N170, the story with a planted TRF."""
+    """The subject's EEG runs (:mod:`bids_encoding.example.meeg`): faces with an N170, the story with planted TRFs
+    to word onsets and to the sound track's envelope."""
     from . import meeg as eeg
 
     sub = f"{index:02d}"
@@ -810,8 +1006,10 @@ def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str],
         events = eeg.eeg_trial_events(stim_files, _rng(seed, "eeg", index, 0, run))
         data = eeg.simulate_faces_run(events, _rng(seed, "eeg", index, 1, run))
         eeg.write_eeg_run(root, sub, "faces", run, data, events, eeg_format)
-    for run, events in enumerate(word_runs, start=1):
-        data = eeg.simulate_words_run(events, TASKS["lpp"].duration, _rng(seed, "eeg", index, 2, run))
+    for run, events in enumerate(story_runs, start=1):
+        envelope = story_envelope(root / "stimuli" / events["stim_file"].iloc[0])
+        data = eeg.simulate_words_run(word_rows(events), TASKS["lpp"].duration, _rng(seed, "eeg", index, 2, run),
+                                      envelope)
         eeg.write_eeg_run(root, sub, "lpp", run, data, events, eeg_format)
 
 
@@ -840,12 +1038,16 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
     write_atlas(root, mask, affine)
     stim_files = write_stimuli(root, seed)
     parts = split_parts(split_sentences(read_story()), TASKS["lpp"].n_runs)
-    # everyone hears the same recording of the story: word timing depends on the seed only
-    word_runs = [word_events(part, TASKS["lpp"].duration, _rng(seed, "story", run)) for run, part in enumerate(parts, 1)]
+    # everyone hears the same recording of the story and sees the same movie: their timing depends on the seed only
+    duration = TASKS["lpp"].duration
+    word_runs = [word_events(part, duration, _rng(seed, "story", run)) for run, part in enumerate(parts, 1)]
+    shared = {"lpp": [with_sound_track(words, track, duration)
+                      for words, track in zip(word_runs, write_story_audio(root, word_runs, seed))],
+              "movie": [movie_events(movie, TASKS["movie"].duration) for movie in write_movies(root, seed)]}
     for index in range(1, n_subjects + 1):
-        _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, word_runs)
+        _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, shared)
         if eeg:
-            _write_subject_eeg(root, index, seed, stim_files, word_runs, eeg_format)
+            _write_subject_eeg(root, index, seed, stim_files, shared["lpp"], eeg_format)
     return root
 
 

@@ -63,6 +63,11 @@ ERP = {
 TRF = (Deflection(0.20, 0.03, ("Cz", "FCz")), 2e-6)
 """The lpp task's response to every word onset, and its amplitude (V)."""
 
+ENVELOPE_TRF = (Deflection(0.10, 0.02, ("T8", "FC6", "CP6", "FC5", "CP5")), 2e-6)
+"""The lpp task's response to the sound track's envelope over temporal channels (the left temporal ``T7`` is the
+broken channel), and its amplitude (V per sd of the envelope): the envelope, z-scored, convolved with the
+deflection's Gaussian normalised to a peak of 1."""
+
 
 def montage():
     import mne
@@ -124,11 +129,29 @@ def simulate_faces_run(events: pd.DataFrame, rng: np.random.Generator, tail: flo
     return data
 
 
-def simulate_words_run(events: pd.DataFrame, duration: float, rng: np.random.Generator) -> np.ndarray:
+def simulate_words_run(events: pd.DataFrame, duration: float, rng: np.random.Generator,
+                       envelope: np.ndarray | None = None) -> np.ndarray:
+    """The story's EEG: noise, the word-onset TRF, and, given the sound track's envelope at ``EEG_SFREQ``, the
+    envelope TRF (:data:`ENVELOPE_TRF`)."""
     n_times = int(duration * EEG_SFREQ)
     deflection, amplitude = TRF
-    return eeg_noise(rng, n_times) + evoked_signal(events["onset"].to_numpy(), np.full(len(events), amplitude),
+    data = eeg_noise(rng, n_times) + evoked_signal(events["onset"].to_numpy(), np.full(len(events), amplitude),
                                                    deflection, n_times)
+    if envelope is not None:
+        data += envelope_response(envelope, n_times)
+    return data
+
+
+def envelope_response(envelope: np.ndarray, n_times: int) -> np.ndarray:
+    """Channels x times: the z-scored envelope convolved with :data:`ENVELOPE_TRF`'s Gaussian (peak 1), on its
+    channels."""
+    deflection, amplitude = ENVELOPE_TRF
+    lags = np.arange(int(np.ceil((deflection.latency + 4 * deflection.width) * EEG_SFREQ))) / EEG_SFREQ
+    kernel = np.exp(-((lags - deflection.latency) ** 2) / (2 * deflection.width ** 2))
+    course = np.zeros(n_times)
+    course[:min(n_times, len(envelope))] = ((envelope - envelope.mean()) / envelope.std())[:n_times]
+    response = np.convolve(course, kernel / kernel.sum())[:n_times]
+    return amplitude * np.outer(spatial_weights(deflection.centres), response / response.std())
 
 
 def write_eeg_run(root: Path, subject: str, task: str, run: int, data: np.ndarray, events: pd.DataFrame,

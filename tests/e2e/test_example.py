@@ -44,8 +44,10 @@ def stem(sub: str, task: str, run: int) -> str:
     return f"sub-{sub}_task-{task}" + (f"_run-{run}" if TASKS[task].n_runs > 1 else "")
 
 
-def events(dataset: Path, sub: str, task: str, run: int) -> pd.DataFrame:
-    return pd.read_csv(dataset / f"sub-{sub}" / "func" / f"{stem(sub, task, run)}_events.tsv", sep="\t")
+def events(dataset: Path, sub: str, task: str, run: int, words: bool = True) -> pd.DataFrame:
+    """A run's events; of the story, its words alone (without the sound track's row) unless ``words`` is false."""
+    table = pd.read_csv(dataset / f"sub-{sub}" / "func" / f"{stem(sub, task, run)}_events.tsv", sep="\t")
+    return table[table["word"].notna()].reset_index(drop=True) if words and task == "lpp" else table
 
 
 def bold(dataset: Path, sub: str, task: str, run: int) -> nib.Nifti1Image:
@@ -136,12 +138,19 @@ def test_bold_headers_data_and_confounds(dataset):
 
 def test_events_stay_inside_the_run(dataset):
     for sub, task, run in runs():
-        ev = events(dataset, sub, task, run)
+        ev = events(dataset, sub, task, run, words=False)
         assert ev["onset"].min() >= 0 and (ev["onset"] + ev["duration"]).max() <= TASKS[task].duration
         assert ev["onset"].is_monotonic_increasing and (ev["duration"] > 0).all()
+        if task in ("lpp", "movie"):  # the sound track or the movie first, from 0 s for the whole run
+            track = ev.iloc[0]
+            assert track["onset"] == 0 and track["duration"] == TASKS[task].duration
+            assert track["stim_file"] == f"{'story' if task == 'lpp' else 'movie'}/{task}_run-{run}.{'wav' if task == 'lpp' else 'mp4'}"
+            assert (dataset / "stimuli" / track["stim_file"]).is_file()
         if task == "lpp":
-            assert list(ev.columns) == ["onset", "duration", "word"]
-            assert ev["word"].map(letters).min() >= 1
+            assert list(ev.columns) == ["onset", "duration", "word", "stim_file"]
+            assert ev["word"].iloc[1:].map(letters).min() >= 1 and ev["stim_file"].iloc[1:].isna().all()
+        elif task == "movie":
+            assert list(ev.columns) == ["onset", "duration", "stim_file"] and len(ev) == 1
         elif task == "blocks":  # 16 s of sound after every 16 s of silence
             assert list(ev.columns) == ["onset", "duration", "trial_type"] and set(ev["trial_type"]) == {"sound"}
             assert (ev["duration"] == 16).all() and (np.diff(ev["onset"]) == 32).all() and ev["onset"].iloc[0] == 16
@@ -216,7 +225,7 @@ def test_the_layer_gradient_spheres_follow_their_minilm_layer(dataset):
                         keep_default_na=False)
     truth = load_truth(dataset, "01", "lpp")
     ev = pd.read_csv(dataset / "sub-01" / "func" / f"{stem('01', 'lpp', 2)}_events.tsv", sep="\t",
-                     keep_default_na=False)
+                     keep_default_na=False).iloc[1:]  # the words, after the sound track
     of_run = table[table["run"] == 2]
     assert of_run["word"].tolist() == ev["word"].astype(str).tolist()
     img = bold(dataset, "01", "lpp", 2)
@@ -226,6 +235,34 @@ def test_the_layer_gradient_spheres_follow_their_minilm_layer(dataset):
         x = hrf_regressor(ev["onset"].to_numpy(), values - values.mean(), img.shape[3])
         assert np.corrcoef(x, data[truth[name]].mean(axis=0))[0, 1] > 0.7, name
         assert np.corrcoef(x, data[truth[name]].mean(axis=0))[0, 1] > np.corrcoef(x, data[truth[other]].mean(axis=0))[0, 1]
+
+
+def test_the_envelope_and_motion_spheres_follow_the_sound_track_and_the_movie(dataset):
+    """Recomputed from the stimuli as a user would (soundfile, PyAV): the sound track's RMS in 10 ms frames and the
+    movie's frame-to-frame change, HRF-convolved, follow their spheres and only them."""
+    import av
+    import soundfile
+
+    for task, name in (("lpp", "envelope"), ("movie", "motion")):
+        truth = load_truth(dataset, "01", task)
+        track = dataset / "stimuli" / events(dataset, "01", task, 1, words=False)["stim_file"].iloc[0]
+        if task == "lpp":
+            samples, rate = soundfile.read(track)
+            assert rate == 16000 and len(samples) == TASKS[task].duration * rate
+            values, step = np.sqrt((samples.reshape(-1, 160) ** 2).mean(axis=1)), 0.01
+        else:
+            with av.open(str(track)) as movie:
+                grey = np.array([f.to_ndarray(format="gray") / 255.0 for f in movie.decode(video=0)])
+            assert len(grey) == TASKS[task].duration * 10
+            values, step = np.concatenate([[0.0], np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))]), 0.1
+        times = np.arange(len(values)) * step
+        inside = times < TASKS[task].duration - TR / 100
+        x = hrf_regressor(times[inside], values[inside], TASKS[task].n_volumes)  # an impulse per sample
+        data = np.asarray(bold(dataset, "01", task, 1).dataobj, dtype=float)
+        r_sphere = np.corrcoef(x, data[truth[name]].mean(axis=0))[0, 1]
+        others = correlations(x, data[(data.mean(axis=3) > 0) & ~np.any(list(truth.values()), axis=0)])
+        # slow swells of the sound share some of the run's drifts (removed by the app's high-pass, not here)
+        assert r_sphere > 0.7 and abs(np.median(others)) < 0.1 and np.percentile(np.abs(others), 99) < r_sphere / 2, name
 
 
 def test_planted_face_signal_is_recoverable(dataset):

@@ -97,9 +97,11 @@ def alphas(options: EncodingOptions) -> np.ndarray:
 def describe(options: EncodingOptions, fmri: FMRIOptions, stats: StatsOptions) -> dict[str, Any]:
     """How the designs were built and the models fitted, for every sidecar."""
     if options.design == "hrf":
-        design = f"{fmri.hrf_model} HRF convolution of event features (oversampling 16)"
+        design = (f"{fmri.hrf_model} HRF convolution of event features, or of continuous features resampled to the fine "
+                  "grid (polyphase anti-aliasing filter), oversampling 16")
     else:
-        design = f"Lanczos downsampling of event features to the TR grid, FIR delays {list(options.delays)} TRs"
+        design = ("Lanczos downsampling of event features, or of continuous features, to the TR grid, FIR delays "
+                  f"{list(options.delays)} TRs")
     drifts = (f"; cosine drifts below {fmri.high_pass:g} Hz and the linear trend regressed out of each run (as from "
               "the BOLD)" if fmri.high_pass else "")
     return {"Design": design + drifts + "; z-scored within each run",
@@ -288,6 +290,10 @@ def _spaces(feature_files: list[Path], task: TaskData, options: EncodingOptions,
     return spaces, provenance
 
 
+def _kind_of(features: feature_store.FeatureSet) -> str:
+    return "one row per event" if features.rate is None else f"continuous, sampled at {features.rate:g} Hz"
+
+
 def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, options: EncodingOptions,
                  hrf_model: str) -> list[Output]:
     """Each run's features on the TR grid (before delays and z-scoring) as BIDS ``_stim.tsv.gz`` files."""
@@ -305,7 +311,7 @@ def stim_outputs(feature_files: list[Path], task: TaskData, out_dir: Path, optio
             outputs.append(Output(in_file=str(target), suffix="stim",
                                   entities={**run_entities(bold), "recording": name, "space": ""},
                                   metadata={"SamplingFrequency": 1.0 / tr, "StartTime": 0.0, "Columns": list(columns),
-                                            "Description": f"features of {name}, {how}",
+                                            "Description": f"features of {name} ({_kind_of(features)}), {how}",
                                             "Features": provenance, "Sources": [provenance.get("Events", str(bold))]}))
     return outputs
 
