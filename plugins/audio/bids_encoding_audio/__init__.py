@@ -212,7 +212,7 @@ class Envelope(_AudioExtractor):
                                 "the usual perceptual (loudness-like) power-law compression (Biesmans et al. 2017)",
                            type=positive),
         "onsets": Option(False, "add a column 'onsets': the half-wave rectified derivative of the envelope, per "
-                                "second (acoustic edges, as in Oganian & Chang 2019; Brodbeck et al. 2020)"),
+                                "second (acoustic edges, as in Oganian & Chang 2019; Daube et al. 2019)"),
     }
 
     def __init__(self, **options):
