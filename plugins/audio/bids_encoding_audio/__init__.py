@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -69,7 +70,7 @@ def sample_centres(n_out: int, file_rate: float, rate: float) -> np.ndarray:
     return np.rint(np.arange(n_out) * (file_rate / rate)).astype(np.int64)
 
 
-def check_rate(name: str, rate: float, file_rate: float, path) -> None:
+def check_rate(name: str, rate: float, file_rate: float, path: Path | None) -> None:
     """Features at ``rate`` need a file sampled at least twice as fast."""
     if rate > file_rate / 2:
         raise UserError(f"feature extractor '{name}' cannot compute features at rate={rate:g} Hz from this file, "
@@ -106,7 +107,8 @@ class _AudioExtractor(FeatureExtractor):
             raise _option_error(self.name, f"rate={self.rate} is not a positive number of samples per second",
                                 f"Give rate in Hz, e.g. {self.name}:rate=100")
 
-    def features(self, samples: np.ndarray, file_rate: float, path) -> np.ndarray:  # pragma: no cover - interface
+    def features(self, samples: np.ndarray, file_rate: float,
+                 path: Path | None) -> np.ndarray:  # pragma: no cover - interface
         """``n_out x n_columns`` features of one clip."""
         raise NotImplementedError
 
@@ -116,18 +118,21 @@ class _AudioExtractor(FeatureExtractor):
 
     def extract(self, stimuli: Audio) -> FeatureSet:
         clips, rates = [], []
+        done: dict[tuple, tuple[np.ndarray, float]] = {}  # a sound played again is computed once
         for index in track(range(len(stimuli)), f"{self.name} of {len(stimuli)} audio clip(s)", unit="clips"):
-            samples, file_rate = stimuli.read(index)
-            path = stimuli.path[index]
-            check_rate(self.name, self.rate, file_rate, path)
-            self.check_file(file_rate, rates[0] if rates else None, path)
-            clips.append(self.features(samples, file_rate, path))
-            rates.append(file_rate)
-            del samples
+            path, key = stimuli.path[index], (stimuli.path[index], stimuli.clip_duration(index))
+            if key not in done:
+                samples, file_rate = stimuli.read(index)
+                check_rate(self.name, self.rate, file_rate, path)
+                self.check_file(file_rate, rates[0] if rates else None, path)
+                done[key] = self.features(samples, file_rate, path), file_rate
+                del samples
+            clips.append(done[key][0])
+            rates.append(done[key][1])
         return FeatureSet.continuous(stimuli, clips, self.rate, self.columns(rates[0]),
                                      file_rates_hz=sorted(set(rates)), **self.info())
 
-    def check_file(self, file_rate: float, first_rate: float | None, path) -> None:
+    def check_file(self, file_rate: float, first_rate: float | None, path: Path | None) -> None:
         """Checks of a file's rate beyond :func:`check_rate` (none by default)."""
 
     def info(self) -> dict:
@@ -223,14 +228,15 @@ class Envelope(_AudioExtractor):
         if self.lowpass is not None and not 0 < self.lowpass < self.rate / 2:
             raise _option_error(self.name, f"lowpass={self.lowpass:g} Hz must lie between 0 and half the rate "
                                 f"({self.rate / 2:g} Hz), or the sampled envelope would alias",
-                                f"Lower lowpass below {self.rate / 2:g} Hz, or raise rate above {2 * self.lowpass:g} Hz")
+                                f"Lower lowpass below {self.rate / 2:g} Hz, or raise rate above "
+                                f"{2 * self.lowpass:g} Hz")
 
     @property
     def cutoff(self) -> float:
         """The low-pass cut-off in Hz that applies."""
         return self.lowpass if self.lowpass is not None else min(DEFAULT_LOWPASS, 0.4 * self.rate)
 
-    def features(self, samples: np.ndarray, file_rate: float, path) -> np.ndarray:
+    def features(self, samples: np.ndarray, file_rate: float, path: Path | None) -> np.ndarray:
         envelope = amplitude_envelope(samples, file_rate, self.rate, self.cutoff, self.compress)
         if not self.onsets:
             return envelope[:, None]
@@ -275,7 +281,7 @@ class MelSpectrogram(_AudioExtractor):
             raise _option_error(self.name, f"fmin={self.fmin:g} Hz and fmax={self.fmax} Hz do not make a band "
                                 "(0 <= fmin < fmax)", "Give fmin below fmax, e.g. fmin=0,fmax=8000")
 
-    def check_file(self, file_rate: float, first_rate: float | None, path) -> None:
+    def check_file(self, file_rate: float, first_rate: float | None, path: Path | None) -> None:
         nyquist = file_rate / 2
         if self.fmax is not None and self.fmax > nyquist:
             raise UserError(f"feature extractor '{self.name}' has fmax={self.fmax:g} Hz, above the Nyquist frequency "
@@ -292,7 +298,7 @@ class MelSpectrogram(_AudioExtractor):
                             path=path, fix=f"Set fmax to {min(file_rate, first_rate) / 2:g} Hz or less for every run, "
                                            f"e.g. {self.name}:fmax=8000")
 
-    def features(self, samples: np.ndarray, file_rate: float, path) -> np.ndarray:
+    def features(self, samples: np.ndarray, file_rate: float, path: Path | None) -> np.ndarray:
         return log_mel(samples, file_rate, self.rate, self.n_mels, self.fmin, self.fmax, self.window, path)
 
     def columns(self, file_rate: float) -> list[str]:
@@ -321,7 +327,7 @@ def stft_sizes(file_rate: float, window: float) -> tuple[int, int]:
 
 
 def log_mel(samples: np.ndarray, file_rate: float, rate: float, n_mels: int, fmin: float, fmax: float | None,
-            window: float, path=None, block_seconds: float = BLOCK_SECONDS) -> np.ndarray:
+            window: float, path: Path | None = None, block_seconds: float = BLOCK_SECONDS) -> np.ndarray:
     """``n_frames x n_mels`` log-mel energies (dB), frame ``k`` centred on the sample nearest ``k / rate`` s.
 
     The same numbers as ``librosa.power_to_db(librosa.feature.melspectrogram(..., center=True,
