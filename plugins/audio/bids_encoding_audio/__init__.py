@@ -335,6 +335,7 @@ def log_mel(samples: np.ndarray, file_rate: float, rate: float, n_mels: int, fmi
     it), computed in blocks of frames, and for any ratio at the nearest sample instead of drifting.
     """
     import librosa
+    from numpy.lib.stride_tricks import sliding_window_view
     from scipy.fft import rfft
 
     fmax = file_rate / 2 if fmax is None else fmax
@@ -355,7 +356,7 @@ def log_mel(samples: np.ndarray, file_rate: float, rate: float, n_mels: int, fmi
     for chosen in _blocks(centres, max(int(block_seconds * file_rate), n_fft)):
         lo = int(centres[chosen[0]]) - n_fft // 2
         segment = _segment(samples, lo, int(centres[chosen[-1]]) - n_fft // 2 + n_fft)
-        frames = segment[(centres[chosen] - n_fft // 2 - lo)[:, None] + np.arange(n_fft)] * taper
+        frames = sliding_window_view(segment, n_fft)[centres[chosen] - n_fft // 2 - lo] * taper  # row copies: fast
         power = np.abs(rfft(frames, axis=1)) ** 2  # float32 in, complex64 out: a block of frames, never the file
         out[chosen] = librosa.power_to_db(power @ basis, ref=1.0, amin=AMIN, top_db=None)
     return out
