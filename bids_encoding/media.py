@@ -89,7 +89,7 @@ def read_audio(path: str | Path, duration: float | None = None) -> tuple[np.ndar
         if len(samples) < frames:
             raise UserError(f"the audio file is truncated: its header promises {frames} samples, {len(samples)} "
                             "could be read", path=path, fix="Replace it with a complete copy of the file")
-        return samples.mean(axis=1), rate
+        return (samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)), rate
     except (RuntimeError, soundfile.LibsndfileError):
         return _read_audio_av(path, duration)
 
@@ -211,5 +211,6 @@ def resample_audio(samples: np.ndarray, rate: float, target: float) -> np.ndarra
         return samples
     from scipy.signal import resample_poly
 
-    ratio = Fraction(target / rate).limit_denominator(1000)
+    exact = float(rate).is_integer() and float(target).is_integer()
+    ratio = Fraction(int(target), int(rate)) if exact else Fraction(target / rate).limit_denominator(1000)
     return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)

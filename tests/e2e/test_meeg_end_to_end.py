@@ -9,7 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from bids_encoding.example.meeg import BAD_CHANNEL, ERP, TRF
+from bids_encoding.example.meeg import BAD_CHANNEL, EEG_CHANNELS as EEG_CHANNELS_ORDER
+from bids_encoding.example.meeg import ENVELOPE_TRF, ERP, TRF, spatial_weights
 
 from ..conftest import run_cli, snapshot, validator_errors
 
@@ -35,7 +36,7 @@ def decoded(example_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trf(example_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("eeg-trf") / "out"
-    result = eeg(example_dataset, out, "lpp", "--features", "wordrate")
+    result = eeg(example_dataset, out, "lpp", "--features", "wordrate", "envelope")
     assert result.returncode == 0, result.stderr
     return out / "sub-01" / "eeg"
 
@@ -74,6 +75,26 @@ def test_the_trf_recovers_the_planted_latency(trf):
     lag = weights.loc[weights[best].idxmax(), "lag"]
     assert abs(lag - deflection.latency) <= 0.02
     assert BAD_CHANNEL not in scores.index
+
+
+def test_the_envelope_trf_recovers_the_planted_temporal_response_from_the_sound_track(trf):
+    """The classic speech-envelope TRF: the envelope plugin's continuous features of the story's WAV, resampled to the
+    EEG's rate, predict the temporal channels, with the planted 100 ms latency."""
+    scores = pd.read_csv(trf / "sub-01_task-lpp_desc-envelope_encoding.tsv", sep="\t").set_index("channel")
+    sidecar = json.loads((trf / "sub-01_task-lpp_desc-envelope_trf.json").read_text())
+    weights = pd.read_csv(trf / "sub-01_task-lpp_desc-envelope_trf.tsv.gz", sep="\t", header=None,
+                          names=sidecar["Columns"])
+    deflection, _ = ENVELOPE_TRF
+    near = pd.Series(spatial_weights(deflection.centres), index=EEG_CHANNELS_ORDER).drop(BAD_CHANNEL)
+    top = scores["r"].nlargest(5).index
+    assert all(near[c] > 0.5 for c in top), scores["r"].nlargest(8)
+    # far channels carry the response only through the average reference, weaker
+    assert scores["r"].nlargest(5).min() > max(0.1, 1.5 * scores.loc[near[near < 0.1].index, "r"].median())
+    assert (scores.filter(like="r_fold").loc[top] > 0).all().all()
+    best = top[0]
+    lag = weights.loc[weights[best].idxmax(), "lag"]
+    assert abs(lag - deflection.latency) <= 0.02
+    assert sidecar["Features"]["Provenance"]["Plugin"]["Name"] == "envelope"
 
 
 def test_the_report_shows_decoding_over_time_and_the_trf(decoded, trf):

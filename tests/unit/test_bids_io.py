@@ -19,9 +19,10 @@ def layout(example_dataset):
 def test_raw_runs_with_events_tr_and_modalities(layout):
     runs = collect_bold_runs(layout, "01")
     assert sorted((r.task, r.run or "") for r in runs) == [("blocks", ""), ("faces", "1"), ("faces", "2"), ("lpp", "1"),
-                                                            ("lpp", "2"), ("lpp", "3")]
+                                                            ("lpp", "2"), ("lpp", "3"), ("movie", "1"), ("movie", "2")]
     lpp = next(r for r in runs if r.task == "lpp")
-    assert lpp.tr == 2.0 and lpp.n_volumes == 200 and lpp.modalities == ("text",)
+    assert lpp.tr == 2.0 and lpp.n_volumes == 200 and lpp.modalities == ("text", "audio")
+    assert next(r for r in runs if r.task == "movie").modalities == ("video",)
     assert lpp.events.name == "sub-01_task-lpp_run-1_events.tsv" and lpp.mask is None
     faces = next(r for r in runs if r.task == "faces")
     assert set(faces.modalities) == {"image", "trials"}
