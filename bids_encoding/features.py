@@ -271,7 +271,13 @@ def trial_features(feature_file: Path, events_file: Path, column: str,
     The trials are the events of ``column`` whose value is one of ``values`` (every event with a value when
     ``values`` is None), in onset order, as :func:`~bids_encoding.contrasts.contrast_events` labels them.
     """
-    features, _ = load(feature_file)
+    features, provenance = load(feature_file)
+    if features.rate is not None:
+        name = (provenance.get("Plugin") or {}).get("Name", "the extractor")
+        raise UserError(f"{name}'s features are continuous ({features.rate:g} samples per second, from audio or video), "
+                        "so they have no row per trial to compare trials by", path=events_file,
+                        fix="Use event features (one row per trial: an image, trial type or word extractor) for decoding "
+                            "and RSA, or model continuous features with --analysis encoding")
     events = contrast_events(events_file, column, values)
     onsets = events.loc[events["label"] != "", "onset"].to_numpy(float)
     rows = []

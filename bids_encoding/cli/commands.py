@@ -13,7 +13,7 @@ from .parser import build_command_parser
 # real GloVe vectors (shipped on PyPI: offline) and the lexical and trial-type features, one per planted sphere of
 # the story and the faces' category sphere; a language model (minilm:layers=4) made the joint model cost most of the
 # demo's time on two cores, so it is left to `bids-encoding demo DIR --features ... minilm:layers=4`
-DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "trialtype")
+DEFAULT_DEMO_FEATURES = ("wordrate", "wordlength", "glove", "envelope", "trialtype")
 DEMO_SUBJECTS = 6  # a sign-flip test's corrected p cannot go below 1 / 2**(n - 1) (mne's tables): 6 give 1/32 < 0.05
 
 
