@@ -95,6 +95,7 @@ held-out blocks worse than their mean does.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import shutil
@@ -494,13 +495,26 @@ def story_envelope(wav: Path) -> np.ndarray:
 
 
 def _of_file(function, path: Path) -> np.ndarray:
-    """``function(path)``, computed once per file version (every subject's regressors read the same stimuli)."""
-    stat = Path(path).stat()
-    return function(str(path), stat.st_size, stat.st_mtime_ns).copy()
+    """``function(path)``, computed once per file content (every subject's regressors read the same stimuli, and
+    every example dataset of a seed has the same ones)."""
+    return function(str(path), hashlib.sha1(Path(path).read_bytes()).hexdigest()).copy()
+
+
+_WRITTEN: dict[tuple[str, int, int], bytes] = {}
+"""The bytes of each generated media file by (kind, seed, run): a second dataset of a seed copies them."""
+
+
+def _write_media(path: Path, key: tuple[str, int, int], write) -> None:
+    """``write(path)`` once per key in this process, then the same bytes (generating media takes seconds)."""
+    if key in _WRITTEN:
+        path.write_bytes(_WRITTEN[key])
+        return
+    write(path)
+    _WRITTEN[key] = path.read_bytes()
 
 
 @lru_cache(maxsize=8)
-def _story_envelope(path: str, size: int, mtime: int) -> np.ndarray:
+def _story_envelope(path: str, digest: str) -> np.ndarray:
     import soundfile
 
     samples, rate = soundfile.read(path, dtype="float32")
@@ -515,8 +529,11 @@ def write_story_audio(root: Path, word_runs: list[pd.DataFrame], seed: int) -> l
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for run, words in enumerate(word_runs, start=1):
-        audio = story_audio(words, TASKS["lpp"].duration, _rng(seed, "audio", run))
-        soundfile.write(str(folder / f"lpp_run-{run}.wav"), audio, AUDIO_RATE, subtype="PCM_16")
+        def write(path: Path, words=words, run=run) -> None:
+            audio = story_audio(words, TASKS["lpp"].duration, _rng(seed, "audio", run))
+            soundfile.write(str(path), audio, AUDIO_RATE, subtype="PCM_16")
+
+        _write_media(folder / f"lpp_run-{run}.wav", ("story", seed, run), write)
         names.append(f"story/lpp_run-{run}.wav")
     return names
 
@@ -564,14 +581,17 @@ def write_movies(root: Path, seed: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for run in range(1, TASKS["movie"].n_runs + 1):
-        frames, _ = movie_frames(TASKS["movie"].duration, _rng(seed, "movie", run))
-        with av.open(str(folder / f"movie_run-{run}.mp4"), "w") as container:
-            stream = container.add_stream("libx264", rate=MOVIE_FPS, options={"crf": "18", "threads": "1"})
-            stream.width, stream.height, stream.pix_fmt = MOVIE_SIZE[0], MOVIE_SIZE[1], "yuv420p"
-            for frame in frames:
-                picture = av.VideoFrame.from_ndarray(np.repeat(frame[:, :, None], 3, axis=2), format="rgb24")
-                container.mux(stream.encode(picture))
-            container.mux(stream.encode(None))
+        def write(path: Path, run=run) -> None:
+            frames, _ = movie_frames(TASKS["movie"].duration, _rng(seed, "movie", run))
+            with av.open(str(path), "w") as container:
+                stream = container.add_stream("libx264", rate=MOVIE_FPS, options={"crf": "18", "threads": "1"})
+                stream.width, stream.height, stream.pix_fmt = MOVIE_SIZE[0], MOVIE_SIZE[1], "yuv420p"
+                for frame in frames:
+                    picture = av.VideoFrame.from_ndarray(np.repeat(frame[:, :, None], 3, axis=2), format="rgb24")
+                    container.mux(stream.encode(picture))
+                container.mux(stream.encode(None))
+
+        _write_media(folder / f"movie_run-{run}.mp4", ("movie", seed, run), write)
         names.append(f"movie/movie_run-{run}.mp4")
     return names
 
@@ -582,7 +602,7 @@ def frame_change(movie: Path) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _frame_change(movie: str, size: int, mtime: int) -> np.ndarray:
+def _frame_change(movie: str, digest: str) -> np.ndarray:
     import av
 
     grey, change = None, [0.0]
