@@ -144,10 +144,10 @@ class Encoder:
         out = {layer: np.empty((n_frames, self.width), np.float32) for layer in layers}
         for batch in track(batches, f"{desc}: {n_frames} frames in {len(windows)} windows", unit="batches"):
             states = self.forward([samples[self.frames.samples(w.start, w.stop)] for w in batch])
-            given, wanted = states[0].shape[1], batch[-1].stop - batch[-1].start
-            if given != (self.frames.fixed or wanted):
-                raise UserError(f"model '{self.name}' gives {given} frames where its convolutions predict "
-                                f"{self.frames.fixed or wanted}: its architecture ({self.kind}) is not one this "
+            given, wanted = {s.shape[1] for s in states}, self.frames.fixed or batch[-1].stop - batch[-1].start
+            if given != {wanted}:
+                raise UserError(f"model '{self.name}' gives {'/'.join(map(str, sorted(given)))} frames where its "
+                                f"convolutions predict {wanted}: its architecture ({self.kind}) is not one this "
                                 "extractor knows how to window", fix=SUPPORTED)
             for row, w in enumerate(batch):
                 for layer in layers:
@@ -279,8 +279,8 @@ class Speech(FeatureExtractor):
         if not (1 <= s <= w <= limit) or window < 0 or stride < 0:
             most = f" and at most {frames.fixed / frames.rate:g} s, what one pass of this model reads" \
                 if frames.fixed else ""
-            raise UserError(f"window={self.window:g} and stride={self.stride:g} s give windows of {w} and strides of "
-                            f"{s} frames ({frames.rate:g} frames/s)",
+            raise UserError(f"window={window:g} s and stride={stride:g} s give windows of {w} and strides of {s} "
+                            f"frames ({frames.rate:g} frames/s)",
                             fix=f"Choose a stride of at least one frame ({1 / frames.rate:g} s) and a window at least "
                                 f"as long as the stride{most}")
         return w, s
