@@ -25,15 +25,16 @@ TINY_WHISPER = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_atte
                     pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
 
 
-def build_wav2vec2(folder: str | Path, seed: int = 0, **config) -> Path:
-    """Save a randomly initialised wav2vec2 (``config`` overrides Wav2Vec2Config, whose defaults are
-    wav2vec2-base) with the feature extractor of wav2vec2-base (16 kHz, each input normalised)."""
+def build_wav2vec2(folder: str | Path, seed: int = 0, model_type: str = "wav2vec2", **config) -> Path:
+    """Save a randomly initialised model of the wav2vec2 family (``model_type``: wav2vec2, hubert, wavlm,
+    data2vec-audio, unispeech, wav2vec2-conformer, ...; ``config`` overrides its config, whose defaults are the
+    base size) with the feature extractor of wav2vec2-base (16 kHz, each input normalised)."""
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(folder)
+    AutoModel.from_config(AutoConfig.for_model(model_type, **config)).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=False).save_pretrained(folder)
     return folder

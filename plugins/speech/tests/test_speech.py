@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
-from bids_encoding.plugin_api import Audio, UserError, load_plugin
+from bids_encoding.plugin_api import Audio, UserError, extract_features, load_plugin
 from bids_encoding_speech import Speech, load_encoder, plan_windows
 
 RATE = 16000
@@ -71,21 +71,24 @@ def test_found_through_its_entry_point_with_shapes_layers_and_frame_times(tiny_w
     info = features.info["SpeechModel"]
     assert info["Layers"] == [0, 2] and (info["WindowFrames"], info["StrideFrames"]) == (50, 25)
     assert info["Clips"] == 3 and info["FrameRate"] == 50
+    # as the app runs it, with the host's checks of the output
+    hosted = extract_features(f"speech:model={tiny_wav2vec2};layers=-1;window=1;stride=0.5", audio(short))
+    np.testing.assert_array_equal(hosted.spaces["L2"], features.spaces["L2"][starts[1]:starts[2]])
     # the cut clip is the long clip's first 1.5 s: its frames that end before the cut match those of the whole clip
     whole, cut = features.spaces["L2"][starts[0]:starts[1]], features.spaces["L2"][starts[2]:starts[3]]
     settled = (np.arange(counts[2]) * frames.hop + frames.span) <= 1.5 * RATE - 0.5 * RATE
     np.testing.assert_array_equal(cut[settled], whole[:counts[2]][settled])
 
 
-@pytest.mark.parametrize("stride", [0.5, 0.02])
-def test_changing_the_audio_after_t_leaves_earlier_frames_unchanged(tiny_wav2vec2, write_wav, stride):
+@pytest.mark.parametrize("window,stride", [(1.0, 0.5), (0.5, 0.02)])
+def test_changing_the_audio_after_t_leaves_earlier_frames_unchanged(tiny_wav2vec2, write_wav, window, stride):
     """Causal windows: a frame that ends before ``T - stride`` never saw the audio after ``T``; with a stride of one
     frame, no frame that ends before ``T`` did. The frames just after are changed, so the comparison has teeth."""
-    t = 2.5
-    before = noise(4.0)
+    t = 1.5
+    before = noise(2.5)
     after = before.copy()
-    after[int(t * RATE):] = noise(4.0, seed=7)[int(t * RATE):]
-    extractor = Speech(model=tiny_wav2vec2, window=1.0, stride=stride)
+    after[int(t * RATE):] = noise(2.5, seed=7)[int(t * RATE):]
+    extractor = Speech(model=tiny_wav2vec2, window=window, stride=stride)
     one = extractor.extract(audio(write_wav("before.wav", before)))
     two = extractor.extract(audio(write_wav("after.wav", after)))
     frames = load_encoder(tiny_wav2vec2, "cpu", "float32").frames
@@ -117,6 +120,20 @@ def test_windows_equal_one_pass_over_the_same_audio(tiny_wav2vec2, write_wav):
         for layer in range(3):
             np.testing.assert_allclose(strided.spaces[f"L{layer}"][keep:stop], passed[layer][0, keep:stop].numpy(),
                                        atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer"])
+def test_the_wav2vec2_family_loads_and_equals_one_pass(model_type, tmp_path, write_wav):
+    from bids_encoding_speech.tiny import TINY_WAV2VEC2, build_wav2vec2
+
+    folder = str(build_wav2vec2(tmp_path / model_type, model_type=model_type, **TINY_WAV2VEC2))
+    samples = noise(1.0)[:48 * 320 + 325]  # exactly the samples of 49 frames
+    features = Speech(model=folder, window=2, stride=2).extract(audio(write_wav("clip.wav", samples)))
+    passed = reference(folder, samples)
+    assert len(features.onset) == passed[0].shape[1] == 49
+    assert features.rate == 50 and features.info["SpeechModel"]["Class"] == AutoModel.from_pretrained(folder).__class__.__name__
+    for layer in range(3):
+        np.testing.assert_allclose(features.spaces[f"L{layer}"], passed[layer][0].numpy(), atol=1e-5, rtol=1e-4)
 
 
 def test_whisper_encoder_reads_each_window_padded_to_30_s(tiny_whisper, write_wav):
