@@ -24,22 +24,29 @@ def regular_grid(times: np.ndarray, values: np.ndarray, rate: float, n_samples: 
     return grid
 
 
-def resample_signal(times: np.ndarray, values: np.ndarray, rate: float, n_out: int, out_rate: float) -> np.ndarray:
+def resample_signal(times: np.ndarray, values: np.ndarray, rate: float, n_out: int, out_rate: float,
+                    chunk: int = 64) -> np.ndarray:
     """A signal sampled at ``rate`` Hz (samples at ``times``) on the grid ``k / out_rate``, ``k < n_out``.
 
     Polyphase filtering (scipy's ``resample_poly``, a Kaiser-windowed low-pass at the lower of the two
     Nyquist frequencies) to the nearest simple ratio of the rates, then linear interpolation at the exact
-    output times, so that timing stays exact over long recordings whatever the ratio."""
+    output times, so that timing stays exact over long recordings whatever the ratio. Columns in chunks,
+    to bound memory on long, wide features."""
+    values = np.asarray(values).reshape(len(times), -1)
     n_in = max(int(np.ceil(n_out / out_rate * rate)) + 2, 1)
-    grid = regular_grid(times, values, rate, n_in)
-    if abs(rate - out_rate) < 1e-9 * rate:
-        return grid[:n_out] if n_in >= n_out else np.vstack([grid, np.zeros((n_out - n_in, grid.shape[1]))])
     ratio = Fraction(out_rate / rate).limit_denominator(100)
-    resampled = resample_poly(grid, ratio.numerator, ratio.denominator, axis=0)
-    actual = rate * ratio.numerator / ratio.denominator
-    source = np.arange(len(resampled)) / actual
-    wanted = np.arange(n_out) / out_rate
-    return np.stack([np.interp(wanted, source, column, right=0.0) for column in resampled.T], axis=1)
+    out = np.zeros((n_out, values.shape[1]))
+    for start in range(0, values.shape[1], chunk):
+        grid = regular_grid(times, values[:, start:start + chunk], rate, n_in)
+        if abs(rate - out_rate) < 1e-9 * rate:
+            out[:min(n_in, n_out), start:start + chunk] = grid[:n_out]
+            continue
+        resampled = resample_poly(grid, ratio.numerator, ratio.denominator, axis=0)
+        source = np.arange(len(resampled)) / (rate * ratio.numerator / ratio.denominator)
+        wanted = np.arange(n_out) / out_rate
+        out[:, start:start + chunk] = np.stack([np.interp(wanted, source, column, right=0.0)
+                                                for column in resampled.T], axis=1)
+    return out
 
 
 def lanczos_resample(times: np.ndarray, values: np.ndarray, rate: float, n_out: int, out_step: float,
@@ -47,15 +54,15 @@ def lanczos_resample(times: np.ndarray, values: np.ndarray, rate: float, n_out: 
     """A signal sampled at ``rate`` Hz, Lanczos-filtered (low-pass at ``1 / out_step``) and read at ``k * out_step``:
     the time-average of the signal around each output time, as voxelwise modelling downsamples continuous features
     to the TR grid. One FFT convolution at the signal's rate, columns in chunks to bound memory."""
+    values = np.asarray(values).reshape(len(times), -1)
     n_in = int(np.ceil(n_out * out_step * rate)) + 2
-    grid = regular_grid(times, values, rate, n_in)
     half = int(np.ceil(window * out_step * rate))
     kernel = lanczos_kernel(np.arange(-half, half + 1) / rate, 1.0 / out_step, window) / (rate * out_step)
     picks = np.clip(np.round(np.arange(n_out) * out_step * rate).astype(np.int64), 0, n_in - 1)
-    out = np.empty((n_out, grid.shape[1]))
-    for start in range(0, grid.shape[1], chunk):
-        part = fftconvolve(grid[:, start:start + chunk], kernel[:, None], mode="same", axes=0)
-        out[:, start:start + chunk] = part[picks]
+    out = np.empty((n_out, values.shape[1]))
+    for start in range(0, values.shape[1], chunk):
+        grid = regular_grid(times, values[:, start:start + chunk], rate, n_in)
+        out[:, start:start + chunk] = fftconvolve(grid, kernel[:, None], mode="same", axes=0)[picks]
     return out
 
 

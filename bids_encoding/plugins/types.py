@@ -130,7 +130,8 @@ class FeatureSet:
         first = next(iter(clips.values()))
         lengths = [len(part) for part in first]
         onset = np.concatenate([start + np.arange(n) / float(rate) for start, n in zip(stimuli.onset, lengths)])
-        spaces = {label: np.concatenate([np.asarray(p, float).reshape(len(p), -1) for p in parts])
+        # float32: continuous features are long (an hour of a speech model's layer at 50 Hz is 180,000 x 768)
+        spaces = {label: np.concatenate([np.asarray(p, np.float32).reshape(len(p), -1) for p in parts])
                   for label, parts in clips.items()}
         columns = columns or {}
         return cls(onset=onset, duration=np.full(len(onset), 1.0 / rate), spaces=spaces,
