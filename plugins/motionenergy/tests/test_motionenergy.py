@@ -11,7 +11,7 @@ import pytest
 from synthetic_movies import FPS, SECONDS
 
 import bids_encoding_motionenergy as me
-from bids_encoding.plugin_api import UserError, Video, extract_features, load_plugin
+from bids_encoding.plugin_api import UserError, Video, extract_features, load_plugin, stimuli_from_events
 
 SMALL = "size=32;spatial_frequencies=0,2,4"  # 32 x 24 frames, 46 filters: fast, and the grating's 4 cycles are in it
 
@@ -126,6 +126,18 @@ def test_found_through_its_entry_point_with_its_options():
     assert isinstance(extractor, me.MotionEnergy) and extractor.modality == "video"
     assert extractor.fps == 10 and extractor.spatial_directions == "0,90,180,270" and extractor.log is False
     assert about["Name"] == "motionenergy" and about["Distribution"] == "bids-encoding-motionenergy"
+
+
+def test_a_runs_events_hand_it_the_movies_they_name(movies, tmp_path):
+    """As the app does: an events file whose stim_file names a movie under stimuli/ gives Video stimuli."""
+    stimuli_dir = tmp_path / "stimuli"
+    stimuli_dir.mkdir()
+    (stimuli_dir / "clip.mp4").write_bytes(movies["left"].read_bytes())
+    events = tmp_path / "sub-01_task-movie_events.tsv"
+    events.write_text("onset\tduration\tstim_file\n6.0\t2.0\tclip.mp4\n", encoding="utf-8")
+    video = stimuli_from_events(events, stimuli_dir)["video"]
+    features = extract_features(f"motionenergy:{SMALL};rate=1", video)
+    np.testing.assert_allclose(features.onset, [6.0, 7.0, 8.0])  # 2 s: samples at 0, 1 and 2 s (half bins at ends)
 
 
 @pytest.mark.parametrize("spec, words", [
