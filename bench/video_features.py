@@ -143,8 +143,8 @@ def child(kind: str, path: Path, fps: float) -> dict:
 
         start = time.perf_counter()
         extractor = me.MotionEnergy()
-        s = extractor._settings()
-        width, height = extractor.frame_size(movie(path), s["width"], s["height"])
+        s = extractor.settings()
+        width, height = extractor.analysed_size(movie(path), s["width"], s["height"])
         frames = np.stack([me.luminance(frame) for _, frame in movie(path).frames(0, s["fps"], size=(width, height))])
         pyramid = me.pyramid_for(height, width, s["fps"], s["temporal_frequencies"], s["spatial_frequencies"],
                                  s["spatial_directions"], s["filter_temporal_width"])

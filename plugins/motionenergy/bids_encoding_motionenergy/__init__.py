@@ -171,7 +171,7 @@ class MotionEnergy(FeatureExtractor):
 
     # ------------------------------------------------------------------ options
 
-    def _settings(self) -> dict:
+    def settings(self) -> dict:
         """Every option checked and parsed, before any movie is read."""
         fps = int(self.fps)
         if fps < 2:
@@ -208,7 +208,7 @@ class MotionEnergy(FeatureExtractor):
         return dict(fps=fps, width=width, height=height, rate=rate, log=bool(self.log),
                     filter_temporal_width=temporal_width or "auto", **lists)
 
-    def frame_size(self, movies: Video, width: int, height: int) -> tuple[int, int]:
+    def analysed_size(self, movies: Video, width: int, height: int) -> tuple[int, int]:
         """The analysed frame size: given, or ``width`` wide with the first movie's aspect ratio (every movie is
         rescaled to it, so that all share one pyramid)."""
         if height:
@@ -236,8 +236,8 @@ class MotionEnergy(FeatureExtractor):
         return average_bins(blocks, s["fps"], s["rate"]), count
 
     def extract(self, stimuli: Video) -> FeatureSet:
-        s = self._settings()
-        width, height = self.frame_size(stimuli, s["width"], s["height"])
+        s = self.settings()
+        width, height = self.analysed_size(stimuli, s["width"], s["height"])
         if max(s["spatial_frequencies"]) >= height / 2:
             raise UserError(f"spatial_frequencies={self.spatial_frequencies} reaches half the analysed frame height "
                             f"({height} pixels): such filters alias",
