@@ -231,7 +231,8 @@ def main() -> None:
 
     final_line(batched_frames_per_s=batched_fps, single_frames_per_s=single_fps,
                batched_speedup=batched_fps / single_fps, compare_frames=n_frames, batched_max_rel_diff=difference,
-               cnn_whole_s=cnn["seconds"], cnn_peak_rss_gb=cnn["peak_rss_gb"], cnn_rss_after_load_gb=cnn["rss_after_load_gb"],
+               cnn_whole_s=cnn["seconds"], cnn_peak_rss_gb=cnn["peak_rss_gb"],
+               cnn_rss_after_load_gb=cnn["rss_after_load_gb"],
                motionenergy_s=moten_streamed["seconds"], motionenergy_peak_rss_gb=moten_streamed["peak_rss_gb"],
                motionenergy_movie_s_per_s=info.duration / moten_streamed["seconds"],
                onepass_s=moten_onepass["seconds"], onepass_peak_rss_gb=moten_onepass["peak_rss_gb"],
