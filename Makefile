@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
-PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/cnn plugins/sae
+PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/cnn plugins/sae plugins/audio plugins/speech plugins/motionenergy
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench bench-wholebrain bench-embedding clean lock
+.PHONY: setup demo test lint bench bench-wholebrain bench-embedding bench-media clean lock
 
 setup: $(STAMP)
 
@@ -42,6 +42,13 @@ bench-wholebrain: $(BENCH_STAMP)
 
 bench-embedding: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding.py
+
+# Naturalistic stimuli: the audio plugin's blockwise features, causal speech-model windows (2 minutes of audio:
+# --minutes 60 for the hour the issue names), frame features of a movie and its peak memory (1 minute of 720p).
+bench-media: $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/audio_features.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/speech_features.py --minutes 2
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/video_features.py --minutes 1
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

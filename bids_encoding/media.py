@@ -174,9 +174,11 @@ def iter_frames(path: str | Path, fps: float, duration: float | None = None,
     with _open_container(path, "video") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # a stream may start after 0 (its first timestamp): the movie starts with its first frame
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         try:
             for frame in container.decode(stream):
-                time = float(frame.time) if frame.time is not None else 0.0
+                time = float(frame.time) - start if frame.time is not None else 0.0
                 while target is not None and time > target + 1e-6 and last is not None:
                     yield target, last
                     yielded += 1

@@ -45,7 +45,7 @@ def naturalistic(example_dataset, speech_model, tmp_path_factory):
     before = snapshot(example_dataset)
     result = run_cli(example_dataset, root / "out", "participant", "--participant-label", "01",
                      "-d", example_dataset / "derivatives/fmriprep", "--task", "lpp", "movie", "--run", "1", "2",
-                     "--features", *STORY_FEATURES, f"speech:model={speech_model},layers=-1", "motionenergy",
+                     "--features", *STORY_FEATURES, f"speech:model={speech_model},layers=-1", "motionenergy:fps=10",
                      "cnn:fps=2,layers=-1", "-w", root / "work", "--n-cpus", "2")
     assert result.returncode == 0, result.stderr
     assert snapshot(example_dataset) == before
