@@ -94,7 +94,7 @@ def one_at_a_time(path: Path, seconds: float, fps: float) -> np.ndarray:
     """The naive loop: each decoded frame saved as an image and run through ``cnn`` alone."""
     from PIL import Image
 
-    from bids_encoding.media import iter_frames
+    from bids_encoding.stimuli.media import iter_frames
     from bids_encoding.plugin_api import Images, load_plugin
 
     extractor, _ = load_plugin("cnn")
@@ -178,7 +178,7 @@ def main() -> None:
 
     import torch
 
-    from bids_encoding.media import video_info
+    from bids_encoding.stimuli.media import video_info
 
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         path = args.movie

@@ -34,7 +34,7 @@ from .errors import UserError
 from .locks import exclusive
 from .plugins.registry import Registered, Registry, host_options, installed_plugins, instantiate
 from .plugins.types import FeatureSet
-from .stimuli import Images, Stimuli, Video, stimuli_for, stimuli_from_events
+from .stimuli import Images, Stimuli, Video, check_media, stimuli_for, stimuli_from_events
 
 log = logging.getLogger("bids_encoding")
 CACHE_FORMAT = 1  # bump when what is stored changes
@@ -105,6 +105,7 @@ def extract(spec: str, events_file: Path, stimuli_dir: Path | None, registry: Re
             fix="Pick features that match the task's events (bids-encoding plugins lists each one's modality), or select another --task",
         )
     stimuli, options = found[source], extractor.get_options()
+    check_media(stimuli, events_file)
     if source == extractor.modality:
         def compute() -> FeatureSet:
             return run_extractor(extractor, entry, stimuli, events_file)

@@ -26,7 +26,7 @@ from .derivatives import dataset_links
 from .errors import UserError
 from .options import RSAOptions, check_region, parse_comparison, parse_contrast
 from .plugins.registry import Registered, Registry, installed_plugins, instantiate
-from .stimuli import read_events, stimuli_for
+from .stimuli import check_media, read_events, stimuli_for, stimuli_from_events
 
 log = logging.getLogger("bids_encoding")
 
@@ -181,7 +181,9 @@ def subject_tasks(config: RunConfig, runs: list[Run], registry: Registry) -> lis
         by_task.update({task: [] for task in embedding_tasks(runs, config.decoding.decode, config.embedding.samples)})
     if config.analysis == "rsa":
         by_task.update({task: [] for task in rsa_tasks(runs, config.rsa)})
-    for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding"):
+    stimuli_dir = config.bids_dir / "stimuli"
+    for task, spec, entry in plan_models(runs, config.features, registry, required=config.analysis == "encoding",
+                                         stimuli_dir=stimuli_dir if stimuli_dir.is_dir() else None):
         if config.analysis == "encoding" or task in by_task:
             by_task[task].append((spec, entry))
     grouped = runs_by_task(runs)
@@ -286,8 +288,8 @@ def rsa_tasks(runs: list[Run], options: RSAOptions) -> list[str]:
     return found
 
 
-def plan_models(runs: list[Run], specs: tuple[str, ...], registry: Registry,
-                required: bool = True) -> list[tuple[str, str, Registered]]:
+def plan_models(runs: list[Run], specs: tuple[str, ...], registry: Registry, required: bool = True,
+                stimuli_dir: Path | None = None) -> list[tuple[str, str, Registered]]:
     """Which (task, spec) pairs to fit: an extractor applies to a task whose runs all hold its modality.
 
     With ``required``, an extractor that fits no task is an error (encoding); decoding only
@@ -306,6 +308,9 @@ def plan_models(runs: list[Run], specs: tuple[str, ...], registry: Registry,
                     f"'{task}' have but this run's events lack",
                     path=lacking.events, fix="Add the stimulus column to this events file, or leave the run out with --run",
                 )
+            for run in having:  # the sounds and movies it will read: readable, and as long as their events
+                source = stimuli_for(extractor.modality, run.modalities)
+                check_media(stimuli_from_events(run.events, stimuli_dir)[source], run.events)
             if having:
                 tasks.append(task)
                 plan.append((task, spec, entry))

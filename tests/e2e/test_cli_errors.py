@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_encoding.cli import main
+from bids_encoding.stimuli import stimuli_from_events
 
 from ..conftest import run_cli, snapshot
 
@@ -183,3 +184,21 @@ def test_verbose_shows_the_traceback(tmp_path):
     (tmp_path / "data").mkdir()
     result = run_cli(tmp_path / "data", tmp_path / "out", "participant", "-v")
     assert result.returncode == 2 and "Traceback" in result.stderr and "not a BIDS dataset" in result.stderr
+
+
+def test_media_that_cannot_be_used_stop_the_run_before_anything_runs(broken_dataset, tmp_path, capsys):
+    """A truncated sound track (shorter than its event) and a movie that is not a movie, each named with the fix."""
+    track = broken_dataset / "stimuli" / "story" / "lpp_run-2.wav"
+    data = track.read_bytes()
+    track.write_bytes(data[: len(data) // 3])
+    err = fails(capsys, broken_dataset, tmp_path / "out", *DERIV, "--task", "lpp", "--features", "envelope",
+                "--skip-bids-validation")
+    assert "lpp_run-2.wav" in err and "sub-01_task-lpp_run-2_events.tsv" in err and "plays it for 400 s" in err
+    movie = broken_dataset / "stimuli" / "movie" / "movie_run-1.mp4"
+    movie.write_bytes(b"not a movie" * 100)
+    err = fails(capsys, broken_dataset, tmp_path / "out2", *DERIV, "--task", "movie", "--features", "cnn:fps=2",
+                "--skip-bids-validation")
+    assert "movie_run-1.mp4" in err and "cannot be read" in err and "Replace it" in err
+    # the story's words need none of it: only the media an extractor reads are checked
+    found = stimuli_from_events(broken_dataset / "sub-01/func/sub-01_task-lpp_run-2_events.tsv", track.parent.parent)
+    assert len(found["text"]) > 100 and found["audio"].path == (track,)

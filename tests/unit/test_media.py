@@ -14,12 +14,12 @@ import pytest
 from bids_encoding import features as feature_store
 from bids_encoding.errors import UserError
 from bids_encoding.fmri.design import tr_features
-from bids_encoding.media import iter_frames, video_info
+from bids_encoding.stimuli.media import iter_frames, video_info
 from bids_encoding.meeg.preprocessing import feature_design
 from bids_encoding.models.signal import lanczos_resample, resample_signal
 from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, hookimpl
 from bids_encoding.plugins.registry import collect, get_plugin_manager, instantiate
-from bids_encoding.stimuli import Audio, Video, stimuli_from_events
+from bids_encoding.stimuli import Audio, Video, check_media, stimuli_from_events
 
 RATE = 16000
 FPS = 10
@@ -112,9 +112,11 @@ def test_media_errors_name_the_file_and_the_fix(stimuli_dir, tmp_path, problem):
         (stimuli_dir / "m.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/ASP", b"V_XXXXX/ISO/ASP"))
         rows, expected = [{"onset": 0.0, "duration": 0.0, "stim_file": "m.mkv"}], "codec"
     events = events_file(tmp_path, rows)
+    found = stimuli_from_events(events, stimuli_dir)  # headers are read only when an extractor needs the media
     with pytest.raises(UserError) as error:
-        found = stimuli_from_events(events, stimuli_dir)
-        list(found["video"].frames(0, 2.0))  # decoding finds what the header hides
+        media = next(iter(found.values()))
+        check_media(media, events)
+        list(media.frames(0, 2.0))  # decoding finds what the header hides
     message = str(error.value)
     assert expected in message and rows[0]["stim_file"] in message and error.value.fix
 

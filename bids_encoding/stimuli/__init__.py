@@ -13,8 +13,9 @@ feature extractor can consume:
   ``.avi``, ``.mov``), likewise;
 * :class:`Trials` (modality ``trials``) - events with a ``trial_type`` value.
 
-Media are read at their own rate when an extractor asks (:mod:`.media`); here only their headers
-are read, to check that each file is readable and lasts as long as its event.
+Media are read at their own rate when an extractor asks (:mod:`.media`); :func:`check_media` reads only
+their headers, to check that each file is readable and lasts as long as its event (planning calls it for
+the media an extractor will read, so that a dataset whose sound files are not used is never held up by them).
 
 Onsets and durations are in seconds from the start of the run, as in BIDS.
 
@@ -46,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from . import media
-from .errors import UserError
+from ..errors import UserError
 from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -279,8 +280,6 @@ def stimuli_from_events(events_file: str | Path, stimuli_dir: str | Path | None)
                 mask = np.zeros(len(events), bool)
                 mask[kind_rows] = True
                 found[cls.modality] = cls(**times(mask), path=paths)
-                if issubclass(cls, _Media):
-                    _check_media(found[cls.modality], events_file)
 
     if "trial_type" in events.columns:
         rows = _present(events["trial_type"])
@@ -289,8 +288,11 @@ def stimuli_from_events(events_file: str | Path, stimuli_dir: str | Path | None)
     return found
 
 
-def _check_media(clips: _Media, events_file: Path) -> None:
-    """Every media file readable and at least as long as its event (headers only)."""
+def check_media(clips: Stimuli, events_file: Path) -> None:
+    """Every media file of ``clips`` (Audio or Video; other stimuli pass) readable and at least as long as its event,
+    from the headers only: planning checks the media that an extractor will read, before anything runs."""
+    if not isinstance(clips, _Media):
+        return
     info = media.audio_info if isinstance(clips, Audio) else media.video_info
     for onset, duration, path in zip(clips.onset, clips.duration, clips.path):
         length = info(path).duration

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov")
