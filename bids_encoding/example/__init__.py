@@ -227,7 +227,7 @@ PLANTED: dict[str, tuple[Planted, ...]] = {
                 "16 s boxcar of height 1 per sound block, glover HRF, z-scored per run"),
     ),
     "movie": (
-        Planted("motion", "movie", (-46.0, -74.0, 4.0), 10.0, 1.0,
+        Planted("motion", "movie", (-46.0, -74.0, 4.0), 10.0, 1.5,
                 "the movie's frame-to-frame change (mean absolute difference of consecutive decoded frames' luminance "
                 "in [0, 1], at 10 frames per second), which follows the texture's speed, glover HRF, z-scored per run"),
     ),
