@@ -20,6 +20,17 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def clock(device: str, function, *args, **kwargs):
+    """``timed`` for torch work: waits for the GPU's queue on ``cuda``, so the time is the work's."""
+    import torch
+
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
 def matmul_gflops(n: int = 2048, dtype=np.float32, repeats: int = 3) -> float:
     """What plain numpy matmul reaches here, for context."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)

@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import final_line, peak_rss_gb  # noqa: E402
+from common import clock, final_line, peak_rss_gb  # noqa: E402
 
 from bids_encoding.plugin_api import Words  # noqa: E402
 
@@ -43,16 +42,6 @@ def story_words(n_words: int) -> tuple[str, ...]:
     """The example story's words, repeated until there are ``n_words``."""
     words = resources.files("bids_encoding").joinpath("data/story.txt").read_text().split()
     return tuple((words * (n_words // len(words) + 1))[:n_words])
-
-
-def clock(device: str, function, *args, **kwargs):
-    import torch
-
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def naive_word(model, ids: list[int], start: int, first: int, last: int, device: str):

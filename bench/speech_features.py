@@ -31,28 +31,17 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import final_line, peak_rss_gb  # noqa: E402
+from common import clock, final_line, peak_rss_gb  # noqa: E402
 
 from bids_encoding.plugin_api import Audio  # noqa: E402
 
 RATE = 16000
-
-
-def clock(device: str, function, *args, **kwargs):
-    import torch
-
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def passes(encoder, pieces: list[np.ndarray], layers: list[int], batch_size: int) -> list[list[np.ndarray]]:

@@ -7,7 +7,9 @@ import shutil
 import stat
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -97,3 +99,24 @@ def validator_errors(dataset: Path) -> list[dict]:
     assert validator, "bids-validator-deno is part of the test dependencies"
     result = subprocess.run([validator, "--format", "json", str(dataset)], capture_output=True, text=True)
     return [i for i in json.loads(result.stdout)["issues"]["issues"] if i["severity"] == "error"]
+
+
+@contextmanager
+def registry_with(*extractors: type) -> Iterator[dict]:
+    """The installed plugins' registry plus ``extractors``, registered as one in-test plugin (real pluggy hooks)."""
+    from bids_encoding.plugin_api import hookimpl
+    from bids_encoding.plugins.registry import collect, get_plugin_manager
+
+    class InTest:
+        @staticmethod
+        @hookimpl
+        def register_feature_extractors(register):
+            for extractor in extractors:
+                register(extractor)
+
+    manager = get_plugin_manager()
+    manager.register(InTest, name="in-test")
+    try:
+        yield collect(manager)
+    finally:
+        manager.unregister(name="in-test")

@@ -63,12 +63,7 @@ def audio_info(path: str | Path) -> MediaInfo:
     except (RuntimeError, ValueError, soundfile.LibsndfileError):
         pass
     with _open_container(path, "audio") as container:
-        if not container.streams.audio:
-            raise UserError("the file holds no audio stream", path=path,
-                            fix="Point stim_file at an audio file, or at a video with a sound track")
-        stream = container.streams.audio[0]
-        if stream.codec_context is None:
-            raise _codec_missing(path, "the stream's codec is unknown to it")
+        stream = _first_stream(container, "audio", path)
         duration = _stream_duration(container, stream)
         if not duration or not stream.rate:
             raise UserError("the audio file has no samples", path=path, fix="Replace it with a complete audio file")
@@ -97,9 +92,7 @@ def read_audio(path: str | Path, duration: float | None = None) -> tuple[np.ndar
 def _read_audio_av(path: Path, duration: float | None) -> tuple[np.ndarray, float]:
     av = _av()
     with _open_container(path, "audio") as container:
-        if not container.streams.audio:
-            raise UserError("the file holds no audio stream", path=path, fix="Point stim_file at an audio file")
-        stream = container.streams.audio[0]
+        stream = _first_stream(container, "audio", path)
         rate = float(stream.rate)
         limit = None if duration is None else int(round(duration * rate))
         chunks, n = [], 0
@@ -130,6 +123,18 @@ def _open_container(path: Path, kind: str):
         raise _unreadable(path, exc, kind) from None
 
 
+def _first_stream(container, kind: str, path: Path):
+    """The container's first audio or video stream, one FFmpeg can decode."""
+    streams = container.streams.audio if kind == "audio" else container.streams.video
+    if not streams:
+        fix = ("Point stim_file at an audio file, or at a video with a sound track" if kind == "audio"
+               else "Point stim_file at a video file (MP4, MKV, AVI, MOV)")
+        raise UserError(f"the file holds no {kind} stream", path=path, fix=fix)
+    if streams[0].codec_context is None:
+        raise _codec_missing(path, "the stream's codec is unknown to it")
+    return streams[0]
+
+
 def _stream_duration(container, stream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
@@ -142,12 +147,7 @@ def video_info(path: str | Path) -> MediaInfo:
     """Duration, frame rate and frame size of a video file, from its header."""
     path = Path(path)
     with _open_container(path, "video") as container:
-        if not container.streams.video:
-            raise UserError("the file holds no video stream", path=path,
-                            fix="Point stim_file at a video file (MP4, MKV, AVI, MOV)")
-        stream = container.streams.video[0]
-        if stream.codec_context is None:
-            raise _codec_missing(path, "the stream's codec is unknown to it")
+        stream = _first_stream(container, "video", path)
         rate = float(stream.average_rate or stream.base_rate or 0)
         duration = _stream_duration(container, stream)
         if not duration and stream.frames and rate:

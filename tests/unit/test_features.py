@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from bids_encoding import features
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, hookimpl
-from bids_encoding.plugins.registry import collect, get_plugin_manager
+from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option
+
+from ..conftest import registry_with
 
 
 class Counting(FeatureExtractor):
@@ -29,22 +30,11 @@ class Counting(FeatureExtractor):
         return FeatureSet.single(stimuli, lengths * self.scale * factor, ["length"], n_words=len(stimuli))
 
 
-class CountingPlugin:
-    @staticmethod
-    @hookimpl
-    def register_feature_extractors(register):
-        register(Counting)
-
-
 @pytest.fixture
 def registry():
-    pm = get_plugin_manager()
-    pm.register(CountingPlugin, name="counting-plugin")
     Counting.calls.clear()
-    try:
-        yield collect(pm)
-    finally:
-        pm.unregister(name="counting-plugin")
+    with registry_with(Counting) as found:
+        yield found
 
 
 def write_events(path: Path, words: list[str]) -> Path:

@@ -17,9 +17,11 @@ from bids_encoding.fmri.design import tr_features
 from bids_encoding.stimuli.media import iter_frames, video_info
 from bids_encoding.meeg.preprocessing import feature_design
 from bids_encoding.models.signal import lanczos_resample, resample_signal
-from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option, hookimpl
-from bids_encoding.plugins.registry import collect, get_plugin_manager, instantiate
+from bids_encoding.plugin_api import FeatureExtractor, FeatureSet, Option
+from bids_encoding.plugins.registry import instantiate
 from bids_encoding.stimuli import Audio, Video, check_media, stimuli_from_events
+
+from ..conftest import registry_with
 
 RATE = 16000
 FPS = 10
@@ -183,22 +185,11 @@ class MeanLuminance(FeatureExtractor):
         return FeatureSet.single(stimuli, np.array(values), ["luminance"])
 
 
-class LuminancePlugin:
-    @staticmethod
-    @hookimpl
-    def register_feature_extractors(register):
-        register(MeanLuminance)
-
-
 @pytest.fixture
 def registry():
-    pm = get_plugin_manager()
-    pm.register(LuminancePlugin, name="luminance-plugin")
     MeanLuminance.batches.clear()
-    try:
-        yield collect(pm)
-    finally:
-        pm.unregister(name="luminance-plugin")
+    with registry_with(MeanLuminance) as found:
+        yield found
 
 
 def test_any_image_extractor_reads_a_movie_at_the_fps_the_host_adds(registry, stimuli_dir, tmp_path):
