@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/bids-encoding demo $(DEMO_DIR)
 
+# --dist loadscope: a module's tests run on one worker, so its module-scoped CLI runs (the end-to-end tests'
+# fixtures) run once, not once per worker that gets one of its tests.
 test: $(STAMP)
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadscope -q
 
 # Benchmarks print a ratio against a peer run in the same process (himalaya, scikit-learn, nilearn, naive loops);
 # their peers are installed here, not by setup. The whole-brain fit and the embedders at scale take minutes: own targets.

@@ -120,3 +120,4 @@ def registry_with(*extractors: type) -> Iterator[dict]:
         yield collect(manager)
     finally:
         manager.unregister(name="in-test")
+

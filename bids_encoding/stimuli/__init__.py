@@ -276,7 +276,10 @@ def stimuli_from_events(events_file: str | Path, stimuli_dir: str | Path | None)
         for cls, suffixes in ((Images, IMAGE_SUFFIXES), (Audio, AUDIO_SUFFIXES), (Video, VIDEO_SUFFIXES)):
             kind_rows = np.flatnonzero(rows)[names.str.lower().str.endswith(suffixes).to_numpy()]
             if len(kind_rows):
-                paths = tuple(resolve_stim_file(name, stimuli_dir, events_file) for name in events["stim_file"][kind_rows])
+                # images must exist now; sounds and movies when an extractor reads them (check_media), so that a
+                # story's words stay usable without its sound track (a copy of the events elsewhere, a placeholder)
+                find = resolve_stim_file if cls is Images else _media_path
+                paths = tuple(find(name, stimuli_dir, events_file) for name in events["stim_file"][kind_rows])
                 mask = np.zeros(len(events), bool)
                 mask[kind_rows] = True
                 found[cls.modality] = cls(**times(mask), path=paths)
@@ -295,12 +298,21 @@ def check_media(clips: Stimuli, events_file: Path) -> None:
         return
     info = media.audio_info if isinstance(clips, Audio) else media.video_info
     for onset, duration, path in zip(clips.onset, clips.duration, clips.path):
+        if not path.is_file():
+            raise UserError(f"the stim_file {path.name} that the event at {onset:g} s of {events_file.name} plays does "
+                            f"not exist ({path})", path=events_file,
+                            fix="Put the file under the dataset's stimuli/ folder, or correct the stim_file column")
         length = info(path).duration
         if duration > length + MEDIA_TOLERANCE:
             raise UserError(f"the stim_file {path.name} lasts {length:.2f} s, but the event at {onset:g} s of "
                             f"{events_file.name} plays it for {duration:g} s", path=path,
                             fix="Give the event the file's duration (or 0 to play the whole file), or replace the file "
                                 "with its complete version")
+
+
+def _media_path(name: str, stimuli_dir: str | Path | None, events_file: Path) -> Path:
+    """Where a media ``stim_file`` should be (absolute); whether it is there is :func:`check_media`'s question."""
+    return Path(stimuli_dir if stimuli_dir is not None else Path(events_file).parent / "stimuli", name).resolve()
 
 
 def resolve_stim_file(name: str, stimuli_dir: str | Path | None, events_file: Path) -> Path:

@@ -239,7 +239,8 @@ def _check_sequences(found: dict) -> None:
         assert np.isfinite(sequence.onset).all() and np.isfinite(sequence.duration).all()
         assert (sequence.onset >= 0).all() and (sequence.duration >= 0).all()
         assert (np.diff(sequence.onset) >= 0).all(), "onsets are sorted"
-        items = getattr(sequence, {"text": "text", "image": "path", "trials": "trial_type"}[sequence.modality])
+        items = getattr(sequence, {"text": "text", "image": "path", "audio": "path", "video": "path",
+                                   "trials": "trial_type"}[sequence.modality])
         assert len(items) == len(sequence.onset) == len(sequence.duration)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_encoding.example import atlas_path, latent_code
+from bids_encoding.example import PLANTED, atlas_path, latent_code
 
 from ..conftest import run_cli, snapshot, validator_errors
 from .test_cli_errors import fails
@@ -87,8 +87,7 @@ def test_each_region_has_its_rdm_with_the_condition_labels(analysed, example_dat
     np.testing.assert_allclose(values, values.T, atol=1e-5)
     assert np.all(np.diag(values) == 0)
     regions = {p.name.split("desc-")[1].split("_")[0] for p in (analysed / "sub-01" / "func").glob("*_rdm.tsv")}
-    assert regions == {"wordrateSphere", "wordlengthSphere", "semanticSphere", "ratelengthSphere", "shallowSphere",
-                       "deepSphere", "faceSphere", "edgesSphere", "latentSphere", "soundSphere"}
+    assert regions == {f"{p.name}Sphere" for planted in PLANTED.values() for p in planted}  # every atlas region
 
 
 def test_the_sidecars_record_the_method(analysed):
