@@ -21,11 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from nilearn import masking
 
 from .. import features as feature_store
 from ..contrasts import contrast_events, contrast_label, parse_contrast
-from ..derivatives import Output, bids_label, column_descriptions, save_nifti, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, write_tsv
 from ..errors import UserError
 from ..fmri.masks import brain_mask, roi_mask
 from ..fmri.trials import RESPONSES, trial_responses
@@ -122,9 +121,10 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
         feature_sources += [str(f) for f in group]
     none = [None] * len(bold_files)
     locations = brain_mask(bold_files, mask_files or none, fmri.mask)
-    mask = locations.img
     region = roi_mask(fmri.roi, locations) if fmri.roi else None
-    responses = trial_responses(bold_files, events_files, trs, column, values, mask, options.responses,
+    spheres = locations.spheres(options.searchlight_radius) if options.searchlight else None  # before the BOLD: a
+    # surface without a mesh fails here, in a second
+    responses = trial_responses(bold_files, events_files, trs, column, values, locations, options.responses,
                                 confound_files or none, fmri.confounds, fmri.hrf_model, fmri.high_pass)
     X = responses.X if region is None else responses.X[:, region]
     brain = cross_validate_decoder(X, responses.labels, responses.runs, classifier=options.classifier,
@@ -142,12 +142,10 @@ def fit_decoding(bold_files: list[Path], events_files: list[Path], trs: list[flo
     outputs = [Output(in_file=str(path), entities={"desc": label}, suffix="decoding",
                       metadata={**metadata, "Sources": sources + feature_sources})]
     if options.searchlight:
-        scores = searchlight(responses.X, mask, responses.labels, responses.runs, radius=options.searchlight_radius,
+        scores = searchlight(responses.X, spheres, responses.labels, responses.runs, radius=options.searchlight_radius,
                              classifier=options.classifier, process_mask=region, n_jobs=options.n_jobs)
-        map_path = out_dir / f"desc-{label}_stat-score.nii.gz"
-        save_nifti(masking.unmask(scores, mask), map_path)
-        outputs.append(Output(in_file=str(map_path), entities={"desc": label, "stat": "score"},
-                              metadata={"Description": SCORE_DESCRIPTION, **description, "Chance": brain.chance,
-                                        "Sources": sources}))
+        outputs += locations.map_outputs(scores, out_dir / f"desc-{label}_stat-score", {"desc": label, "stat": "score"},
+                                         {"Description": SCORE_DESCRIPTION, **description, "Chance": brain.chance,
+                                          "Sources": sources})
     return outputs
 

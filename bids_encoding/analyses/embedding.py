@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -38,7 +37,8 @@ from ..contrasts import contrast_label, parse_contrast
 from ..derivatives import Output, bids_label, column_descriptions, save_tsv_gz, write_tsv
 from ..errors import UserError
 from ..fmri.bold import load_bold, read_confounds, run_entities
-from ..fmri.masks import BrainMask, atlas_labels, brain_mask, roi_mask
+from ..fmri.masks import atlas_labels, brain_mask, roi_mask
+from ..locations import Locations
 from ..fmri.trials import trial_responses
 from ..models.classifiers import CLASSIFIERS, CV_DESCRIPTION, SCORE_COLUMNS, cross_validate_decoder, screening_size
 from ..options import DecodingOptions, EmbeddingOptions, FMRIOptions, StatsOptions, check_region
@@ -80,21 +80,21 @@ class Samples:
     runs: np.ndarray
     onsets: np.ndarray
     conditions: np.ndarray  # the condition column's value, 'n/a' where none
-    region: np.ndarray  # which voxels of ``mask`` are in the region
+    region: np.ndarray  # which of the brain's locations are in the region
     region_name: str
-    mask: nib.Nifti1Image
+    brain: Locations
 
 
-def region_voxels(brain: BrainMask, options: EmbeddingOptions, fmri: FMRIOptions) -> tuple[np.ndarray, str]:
+def region_voxels(brain: Locations, options: EmbeddingOptions, fmri: FMRIOptions) -> tuple[np.ndarray, str]:
     """Which voxels of the brain mask form the region, and a name for it; too few voxels is an error."""
     if fmri.roi:
         selected, name, path = roi_mask(fmri.roi, brain), f"mask image {Path(fmri.roi).name}", fmri.roi
     elif options.region:
-        labels, names = atlas_labels(fmri.atlas, brain.img)
+        labels, names = atlas_labels(fmri.atlas, brain)
         index = _atlas_index(str(options.region), names, fmri.atlas)
         selected, name, path = labels == index, f"label {names.get(index, index)} of {Path(fmri.atlas).name}", fmri.atlas
     else:
-        selected, name, path = np.ones(brain.n_voxels, bool), str(brain), None
+        selected, name, path = np.ones(brain.size, bool), str(brain), None
     if selected.sum() < MIN_VOXELS:
         raise UserError(f"the region ({name}) holds {int(selected.sum())} voxels of the brain mask, too few to learn a "
                         f"latent code (at least {MIN_VOXELS} are needed)", path=path,
@@ -134,23 +134,22 @@ def load_samples(bold_files: list[Path], events_files: list[Path], trs: list[flo
                  fmri: FMRIOptions) -> Samples:
     """The region's samples from every run (see the module doc)."""
     brain = brain_mask(bold_files, mask_files, fmri.mask)
-    mask = brain.img
     region, region_name = region_voxels(brain, options, fmri)
     column = decoding.column
     if options.samples == "trials":
-        found = trial_responses(bold_files, events_files, trs, column, None, mask, "lss", confound_files,
+        found = trial_responses(bold_files, events_files, trs, column, None, brain, "lss", confound_files,
                                 fmri.confounds, fmri.hrf_model, fmri.high_pass)
         return Samples(found.X[:, region], found.runs, found.onsets, found.labels.astype(object), region,
-                       region_name, mask)
+                       region_name, brain)
     parts, runs, onsets, conditions = [], [], [], []
     for index, (bold, events_file, tr, confound_file) in enumerate(zip(bold_files, events_files, trs, confound_files)):
-        Y = load_bold(bold, mask, tr, read_confounds(confound_file, fmri.confounds, bold), fmri.high_pass)[:, region]
+        Y = load_bold(bold, brain, tr, read_confounds(confound_file, fmri.confounds, bold), fmri.high_pass)[:, region]
         parts.append(Y)
         runs.append(np.full(len(Y), index))
         onsets.append(np.arange(len(Y)) * tr)
         conditions.append(volume_conditions(events_file, column, len(Y), tr))
     return Samples(np.concatenate(parts), np.concatenate(runs), np.concatenate(onsets), np.concatenate(conditions),
-                   region, region_name, mask)
+                   region, region_name, brain)
 
 
 def validation_split(runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,16 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn import masking
 
 from .. import features as feature_store
 from ..contrasts import contrast_events, read_model_rdm, task_conditions
-from ..derivatives import Output, bids_label, column_descriptions, save_nifti, write_tsv
+from ..derivatives import Output, bids_label, column_descriptions, write_tsv
 from ..errors import UserError
-from ..fmri.masks import BrainMask, atlas_labels, brain_mask, roi_mask
+from ..fmri.masks import atlas_labels, brain_mask, roi_mask
+from ..locations import Locations
 from ..fmri.trials import RESPONSES, TrialResponses, trial_responses
 from ..models.rsa import (COMPARISONS, DISTANCES, LINEAR_COMPARISONS, PERMUTATION_DESCRIPTION,
                           SEARCHLIGHT_DESCRIPTION, brain_rdm, condition_patterns, correlation_rdm, permutation_test,
@@ -110,14 +109,14 @@ class Region:
     voxels: np.ndarray
 
 
-def regions(brain: BrainMask, fmri: FMRIOptions) -> list[Region]:
+def regions(brain: Locations, fmri: FMRIOptions) -> list[Region]:
     """Every atlas label holding at least :data:`MIN_VOXELS` voxels of the brain mask, or the --roi image (none
     without either: a searchlight alone)."""
     if not fmri.atlas and not fmri.roi:
         return []
     if fmri.roi:
         return [Region("roi", f"mask image {Path(fmri.roi).name}", roi_mask(fmri.roi, brain))]
-    labels, names = atlas_labels(fmri.atlas, brain.img)
+    labels, names = atlas_labels(fmri.atlas, brain)
     found = []
     for index in sorted(set(np.unique(labels)) - {0}):
         name = names.get(int(index), f"label{index}")
@@ -168,7 +167,8 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
     none = [None] * len(bold_files)
     brain = brain_mask(bold_files, mask_files or none, fmri.mask)
     found = regions(brain, fmri)
-    responses = trial_responses(bold_files, events_files, trs, options.conditions, None, brain.img, "lss",
+    spheres = brain.spheres(options.rsa_searchlight_radius) if options.rsa_searchlight else None
+    responses = trial_responses(bold_files, events_files, trs, options.conditions, None, brain, "lss",
                                 confound_files or none, fmri.confounds, fmri.hrf_model, fmri.high_pass)
     out_dir = Path(out_dir)
     sources = [str(b) for b in bold_files] + [str(e) for e in events_files]
@@ -193,7 +193,7 @@ def fit_rsa(bold_files: list[Path], events_files: list[Path], trs: list[float], 
             "Sources": sources + [str(f) for group in feature_store.groups(feature_files) for f in group]
             + list(options.models.values())}))
     if options.rsa_searchlight:
-        outputs += searchlight_maps(responses, brain, models, conditions, out_dir, options, fmri, stats,
+        outputs += searchlight_maps(responses, brain, spheres, models, conditions, out_dir, options, fmri, stats,
                                     {**description, "BrainMask": brain.describe(), "Sources": sources})
     return outputs
 
@@ -204,14 +204,15 @@ def map_label(model: str) -> str:
     return bids_label(model, "Rsa")
 
 
-def searchlight_maps(responses: TrialResponses, brain: BrainMask, models: dict[str, np.ndarray], conditions: list[str],
+def searchlight_maps(responses: TrialResponses, brain: Locations, spheres: Any, models: dict[str, np.ndarray],
+                     conditions: list[str],
                      out_dir: Path, options: RSAOptions, fmri: FMRIOptions, stats: StatsOptions,
                      metadata: dict[str, Any]) -> list[Output]:
     """Each model's searchlight map (``stat-rsa``) and, when its permutations are cheap, its p map (``stat-rsaP``)."""
     patterns, labels = condition_patterns(responses.X, responses.labels, responses.runs)
     assert labels == conditions, "the trial responses' conditions are the events'"
     centres = roi_mask(fmri.roi, brain) if fmri.roi else None
-    scores, p_values = searchlight_rsa(patterns, brain.img, models, distance=options.distance,
+    scores, p_values = searchlight_rsa(patterns, spheres, models, distance=options.distance,
                                        method=options.comparison, radius=options.rsa_searchlight_radius,
                                        process_mask=centres, n_permutations=stats.n_permutations, seed=stats.seed)
     outputs = []
@@ -222,20 +223,15 @@ def searchlight_maps(responses: TrialResponses, brain: BrainMask, models: dict[s
     for name in models:
         model = {"Name": name, "Source": options.models.get(name, "feature space"), "Conditions": conditions}
         desc = map_label(name)
-        path = out_dir / f"desc-{desc}_stat-rsa.nii.gz"
-        save_nifti(masking.unmask(scores[name], brain.img), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": "rsa"}, metadata={
+        outputs += brain.map_outputs(scores[name], out_dir / f"desc-{desc}_stat-rsa", {"desc": desc, "stat": "rsa"}, {
             "Description": SEARCHLIGHT_DESCRIPTION, **metadata, "ModelRDM": model,
-            "PermutationPValues": p_note or f"desc-{desc}_stat-rsaP"}))
-        if p_values is not None:
-            path = out_dir / f"desc-{desc}_stat-rsaP.nii.gz"
-            p_map = masking.unmask(p_values[name], brain.img)  # 1 outside the brain, as where not computed
-            save_nifti(nib.Nifti1Image(np.where(np.asarray(brain.img.dataobj) > 0, p_map.get_fdata(), 1.0)
-                                       .astype(np.float32), p_map.affine), path)
-            outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": "rsaP"}, metadata={
+            "PermutationPValues": p_note or f"desc-{desc}_stat-rsaP"})
+        if p_values is not None:  # 1 outside the brain, as where not computed
+            outputs += brain.map_outputs(p_values[name], out_dir / f"desc-{desc}_stat-rsaP",
+                                         {"desc": desc, "stat": "rsaP"}, fill=1.0, metadata={
                 "Description": "one-sided permutation p-value of each sphere's score (stat-rsa) against the model's "
                                f"conditions permuted, the same permutations for every sphere: {PERMUTATION_DESCRIPTION}"
                                " (permuting the model's conditions instead of the brain's gives the same null); "
                                "uncorrected; 1 where not computed and outside the brain mask",
-                **metadata, "ModelRDM": model}))
+                **metadata, "ModelRDM": model})
     return outputs

@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn import masking, signal
+from nilearn import signal
 
 from ..derivatives import parse_entities
 from ..errors import UserError
 from ..models.standardize import zscore
 from .design import remove_drifts
-from .masks import BrainMask, brain_mask
+from ..locations import Locations, series_layout
+from .masks import brain_mask
 
 
 def read_confounds(path: Path | None, columns: tuple[str, ...], bold_file: Path) -> np.ndarray | None:
@@ -39,15 +39,15 @@ def read_confounds(path: Path | None, columns: tuple[str, ...], bold_file: Path)
     return table[list(columns)].fillna(0.0).to_numpy(dtype=np.float64)
 
 
-def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float, confounds: np.ndarray | None = None,
+def load_bold(bold_file: Path, brain: Locations, tr: float, confounds: np.ndarray | None = None,
               high_pass: float = 0.0) -> np.ndarray:
-    """Masked BOLD (time x voxels), detrended, drifts below ``high_pass`` Hz and confounds regressed out,
-    z-scored within the run; NaNs inside the mask are an error."""
-    data = masking.apply_mask(str(bold_file), mask, dtype=np.float32, ensure_finite=False)
+    """BOLD at the brain's locations (time x locations), detrended, drifts below ``high_pass`` Hz and confounds
+    regressed out, z-scored within the run; NaNs inside the mask are an error."""
+    data = brain.read(bold_file)
     if not np.all(np.isfinite(data)):
         n_bad = int((~np.isfinite(data)).any(axis=0).sum())
         raise UserError(
-            f"the BOLD data holds NaN or infinite values in {n_bad} voxel(s) inside the brain mask",
+            f"the BOLD data holds NaN or infinite values in {n_bad} of the {brain.unit} inside the brain mask",
             path=bold_file,
             fix="Re-run preprocessing, or give a brain mask that excludes those voxels (--mask FILE)",
         )
@@ -62,17 +62,13 @@ def load_bold(bold_file: Path, mask: nib.Nifti1Image, tr: float, confounds: np.n
 class TaskData:
     """Everything one task's models share: mask, cleaned BOLD per run, TRs, confound designs."""
 
-    brain: BrainMask
+    brain: Locations
     Y_runs: list[np.ndarray]
     trs: list[float]
     confound_runs: list[np.ndarray] | None
     bold_files: list[Path]
     Y: np.ndarray  # every run's BOLD, one after another (Y_runs are views of it: the data is held once)
     high_pass: float = 0.0
-
-    @property
-    def mask(self) -> nib.Nifti1Image:
-        return self.brain.img
 
 
 def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | None],
@@ -84,11 +80,11 @@ def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | 
     brain = brain_mask(bold_files, mask_files, mask)
     columns = tuple(confounds)
     confounds = [read_confounds(c, columns, b) for c, b in zip(confound_files, bold_files)]
-    lengths = [nib.load(str(b)).shape[3] for b in bold_files]  # 4D, as bids_io checked
-    Y = np.empty((sum(lengths), brain.n_voxels), dtype=np.float32)
+    lengths = [series_layout(b)[1] for b in bold_files]
+    Y = np.empty((sum(lengths), brain.size), dtype=np.float32)
     Y_runs = np.split(Y, np.cumsum(lengths)[:-1])
     for y, b, tr, c in zip(Y_runs, bold_files, trs, confounds):  # run by run into one array: no second copy
-        y[:] = load_bold(b, brain.img, tr, c if regress else None, high_pass)
+        y[:] = load_bold(b, brain, tr, c if regress else None, high_pass)
     confound_runs = None
     if columns and not regress:
         confound_runs = [zscore(remove_drifts(c, tr, high_pass)).astype(np.float32) for c, tr in zip(confounds, trs)]

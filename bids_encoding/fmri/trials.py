@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from ..contrasts import contrast_events
 from ..errors import UserError
+from ..locations import Locations, series_layout
 from ..models.standardize import zscore
 from .bold import load_bold, read_confounds
 
@@ -102,17 +102,17 @@ def peak_weights(onsets: np.ndarray, n_scans: int, tr: float, events_file: Path 
 
 @dataclass
 class TrialResponses:
-    """One response per trial: trials x voxels of ``mask`` (float32), with labels, runs and onsets."""
+    """One response per trial: trials x locations of ``brain`` (float32), with labels, runs and onsets."""
 
     X: np.ndarray
     labels: np.ndarray
     runs: np.ndarray
     onsets: np.ndarray
-    mask: nib.Nifti1Image
+    brain: Locations
 
 
 def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[float], column: str,
-                    values: Sequence[str] | None, mask: nib.Nifti1Image, responses: str = "lss",
+                    values: Sequence[str] | None, brain: Locations, responses: str = "lss",
                     confound_files: list[Path | None] | None = None, confounds: tuple[str, ...] = (),
                     hrf_model: str = "glover", high_pass: float = 0.01) -> TrialResponses:
     """Each contrast trial's response in the mask, z-scored within its run (see the module doc).
@@ -128,7 +128,7 @@ def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[
     plans = []
     for bold, events_file, tr, confound_file in zip(bold_files, events_files, trs, confound_files):
         events = contrast_events(events_file, column, values)
-        n_scans = nib.load(str(bold)).shape[3]
+        n_scans = series_layout(bold)[1]
         _check_onsets(events, n_scans, tr, events_file)
         regressors = read_confounds(confound_file, tuple(confounds), bold)
         if regressors is not None and len(regressors) != n_scans:
@@ -143,11 +143,11 @@ def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[
     parts, labels, runs, onsets = [], [], [], []
     for run, (bold, tr, regressors, trials, weights) in enumerate(plans):
         # LSS fits the confounds in its GLMs; both kinds of response see BOLD without its slow drifts
-        Y = load_bold(bold, mask, tr, None if responses == "lss" else regressors, high_pass)
+        Y = load_bold(bold, brain, tr, None if responses == "lss" else regressors, high_pass)
         parts.append(zscore(weights @ Y).astype(np.float32))  # across the run's trials
         del Y
         labels += trials["label"].tolist()
         runs += [run] * len(trials)
         onsets += trials["onset"].tolist()
-    return TrialResponses(np.concatenate(parts), np.asarray(labels), np.asarray(runs), np.asarray(onsets, float), mask)
+    return TrialResponses(np.concatenate(parts), np.asarray(labels), np.asarray(runs), np.asarray(onsets, float), brain)
 

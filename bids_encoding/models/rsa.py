@@ -36,7 +36,7 @@ from scipy import stats
 from scipy.spatial.distance import pdist, squareform
 
 from ..progress import track
-from .searchlight import mask_index, neighbours, sphere_offsets
+from ..spheres import as_spheres
 
 DISTANCES = {
     "crossnobis": "crossvalidated squared Euclidean distance per voxel (crossnobis with an identity noise "
@@ -329,7 +329,8 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
     Parameters
     ----------
     patterns : runs x conditions x voxels of ``mask`` (:func:`condition_patterns`).
-    mask : the brain mask image (its ``dataobj`` and ``affine``); spheres hold its voxels within ``radius`` mm.
+    mask : the neighbourhoods (:class:`.searchlight.VoxelSpheres` or ``GraphSpheres``), or the brain mask image,
+        whose voxels within ``radius`` mm form each sphere.
     models : square model RDMs, their conditions in the order of ``patterns``.
     distance, method : of :data:`DISTANCES` and :data:`COMPARISONS`, as for region RDMs.
     process_mask : boolean over the mask's voxels, the sphere centres (default: all).
@@ -346,11 +347,10 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
         raise ValueError(f"the searchlight radius must be positive, not {radius}")
     patterns = np.asarray(patterns, dtype=float)
     n_runs, n_conditions, n_voxels = patterns.shape
-    _, index, voxels = mask_index(mask)
-    if len(voxels) != n_voxels:
-        raise ValueError(f"the patterns have {n_voxels} voxels but the mask {len(voxels)}")
+    spheres = as_spheres(mask, radius)
+    if spheres.n_locations != n_voxels:
+        raise ValueError(f"the patterns have {n_voxels} voxels but the mask {spheres.n_locations}")
     seeds = np.flatnonzero(np.ones(n_voxels, bool) if process_mask is None else np.asarray(process_mask, bool))
-    offsets = sphere_offsets(np.asarray(mask.affine), radius)
     targets = {name: upper(model) for name, model in models.items()}
     tested = bool(n_permutations) and method in LINEAR_COMPARISONS
     nulls = {name: _linear_forms(method, permuted_models(model, n_permutations, seed), "model")
@@ -359,17 +359,17 @@ def searchlight_rsa(patterns: np.ndarray, mask: Any, models: dict[str, np.ndarra
              if method in LINEAR_COMPARISONS else {})
     n_pairs = n_conditions * (n_conditions - 1) // 2
     # per sphere: float64 patterns (gathered and padded), a pair's products, the RDM, its forms and the nulls
-    per_sphere = 8 * (3 * n_runs * n_conditions * len(offsets) + 6 * n_conditions ** 2 + 3 * n_pairs
+    per_sphere = 8 * (3 * n_runs * n_conditions * spheres.max_size + 6 * n_conditions ** 2 + 3 * n_pairs
                       + 2 * n_permutations)
     block = int(max(1, min(len(seeds), memory_mb * 2 ** 20 // per_sphere)))
     scores = {name: np.zeros(n_voxels, np.float32) for name in models}
     p_values = {name: np.ones(n_voxels, np.float32) for name in models} if tested else None
     rdm = BRAIN_RDMS[distance]
     rows, columns = np.triu_indices(n_conditions, k=1)
-    desc = f"RSA searchlight ({len(seeds)} spheres of up to {len(offsets)} voxels)"
+    desc = f"RSA searchlight ({len(seeds)} spheres of up to {spheres.max_size} locations)"
     for start in track(range(0, len(seeds), block), desc, unit="blocks"):
         chunk = seeds[start:start + block]
-        found = neighbours(voxels[chunk], offsets, index)
+        found = spheres.columns(chunk)
         real = found >= 0
         data = np.moveaxis(patterns[:, :, np.where(real, found, 0)], 2, 0)  # spheres x runs x conditions x size
         data = np.where(real[:, None, None, :], data, 0.0)

@@ -33,40 +33,8 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import UserError
 from ..progress import track
+from ..spheres import as_spheres
 from .classifiers import CLASSIFIERS, balanced_accuracy_rows, check_runs, decision_values
-
-
-def sphere_offsets(affine: np.ndarray, radius: float) -> np.ndarray:
-    """Voxel offsets (i, j, k) whose centres lie within ``radius`` mm of a voxel's, nearest first."""
-    linear = np.asarray(affine, float)[:3, :3]
-    extent = np.floor(radius / np.sqrt((linear ** 2).sum(0)).min()).astype(int) + 1
-    axis = np.arange(-extent, extent + 1)
-    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    distance = np.linalg.norm(grid @ linear.T, axis=1)
-    keep = distance <= radius
-    order = np.argsort(distance[keep], kind="stable")
-    return grid[keep][order]
-
-
-def mask_index(mask: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A mask image (or boolean array) as its boolean data, a volume of each mask voxel's column in the masked data
-    (-1 outside) and the voxels' (i, j, k) in that column order (``nilearn.masking.apply_mask``'s, C order)."""
-    mask_data = np.asarray(mask.dataobj if hasattr(mask, "dataobj") else mask) > 0
-    index = np.full(mask_data.shape, -1, dtype=np.int64)
-    index[mask_data] = np.arange(mask_data.sum())
-    return mask_data, index, np.argwhere(mask_data)
-
-
-def neighbours(seeds: np.ndarray, offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Column indices (into the masked data) of each seed's sphere, -1 padded at the end, as seeds x size: the seed
-    first, then its neighbours nearest first (the order of ``offsets``). Seeds are (i, j, k) voxels of ``index``
-    (:func:`mask_index`)."""
-    coords = seeds[:, None, :] + offsets[None]
-    inside = np.all((coords >= 0) & (coords < np.asarray(index.shape)), axis=2)
-    coords = np.where(inside[:, :, None], coords, 0)
-    found = np.where(inside, index[coords[..., 0], coords[..., 1], coords[..., 2]], -1)
-    found = np.take_along_axis(found, np.argsort(found < 0, axis=1, kind="stable"), axis=1)
-    return found[:, : max(1, int((found >= 0).sum(1).max()))]
 
 
 def _block_scores(X: np.ndarray, columns: np.ndarray, y_pm: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -82,15 +50,16 @@ def _block_scores(X: np.ndarray, columns: np.ndarray, y_pm: np.ndarray, folds: l
     return scores / len(folds)
 
 
-def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, radius: float = 8.0,
+def searchlight(X: np.ndarray, spheres: Any, y: np.ndarray, groups: np.ndarray, *, radius: float = 8.0,
                 classifier: str = "logistic", process_mask: np.ndarray | None = None, n_jobs: int = 1,
                 memory_mb: float = 64.0, C: float = 1.0) -> np.ndarray:
     """Leave-one-run-out balanced accuracy of a classifier in a sphere around each voxel.
 
     Parameters
     ----------
-    X : trials x voxels of ``mask`` (in ``nilearn.masking.apply_mask`` order), any float dtype.
-    mask : the brain mask, a 3D image (its ``dataobj`` and ``affine`` are used).
+    X : trials x locations (voxels in ``nilearn.masking.apply_mask`` order, or vertices), any float dtype.
+    spheres : the neighbourhoods (:class:`VoxelSpheres`, :class:`GraphSpheres`), or the brain mask as a 3D image
+        (its voxel spheres of ``radius``).
     y, groups : the trials' labels (two classes) and runs.
     radius : sphere radius in mm; a sphere holds the mask voxels whose centres are within it.
     classifier : ``"logistic"`` or ``"svm"``, as in :func:`make_classifier` (features scaled per fold).
@@ -106,20 +75,19 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
         raise UserError(f"unknown classifier '{classifier}'", fix=f"Use one of: {', '.join(CLASSIFIERS)}")
     if not radius > 0:
         raise UserError(f"the searchlight radius must be positive, not {radius}", fix="Give a radius in mm, e.g. 8")
-    mask_data, index, voxels = mask_index(mask)
-    affine = np.asarray(mask.affine)
+    spheres = as_spheres(spheres, radius)
     X = np.asarray(X)
-    if X.shape[1] != mask_data.sum():
-        raise ValueError(f"X has {X.shape[1]} columns but the mask {mask_data.sum()} voxels")
+    if X.shape[1] != spheres.n_locations:
+        raise ValueError(f"X has {X.shape[1]} columns but the mask {spheres.n_locations} locations")
     y, groups = np.asarray(y), np.asarray(groups)
     classes, _ = check_runs(y, groups)
     y_pm = np.where(y == classes[1], 1.0, -1.0)  # scikit-learn's positive class is the second in sorted order
     folds = [(train, test) for train, test in LeaveOneGroupOut().split(X, y, groups)]
 
-    seeds = np.flatnonzero(np.ones(len(voxels), bool) if process_mask is None else np.asarray(process_mask, bool))
-    offsets = sphere_offsets(affine, radius)
+    seeds = np.flatnonzero(np.ones(spheres.n_locations, bool) if process_mask is None
+                           else np.asarray(process_mask, bool))
     # per sphere: float64 copies of trials x voxels (data, train, test, scaled), the SVD, Hessians
-    size = len(offsets) + 1
+    size = spheres.max_size + 1
     per_sphere = 8 * (6 * len(y) * size + 3 * size * size + 6 * len(y) * min(size, len(y)))
     block = int(max(1, min(len(seeds), memory_mb * 2 ** 20 // per_sphere)))
     if n_jobs != 1:  # give every worker several blocks, so they finish together
@@ -130,10 +98,8 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
     blocks = [seeds[a:a + block] for a in range(0, len(seeds), block)]
     loss = "logistic" if classifier == "logistic" else "squared_hinge"
 
-    def columns(chunk: np.ndarray) -> np.ndarray:
-        return neighbours(voxels[chunk], offsets, index)
-
-    desc = f"searchlight ({len(seeds)} spheres of up to {len(offsets)} voxels)"
+    columns = spheres.columns
+    desc = f"searchlight ({len(seeds)} spheres of up to {spheres.max_size} locations)"
     if n_jobs == 1:
         with threadpool_limits(limits=1):
             results = [_block_scores(X, columns(chunk), y_pm, folds, loss, C)
@@ -144,7 +110,7 @@ def searchlight(X: np.ndarray, mask: Any, y: np.ndarray, groups: np.ndarray, *, 
         done = Parallel(n_jobs=n_jobs, return_as="generator")(
             delayed(_block_scores)(X, columns(chunk), y_pm, folds, loss, C) for chunk in blocks)
         results = list(track(done, desc, total=len(blocks), unit="blocks"))
-    scores = np.zeros(len(voxels), dtype=np.float32)
+    scores = np.zeros(spheres.n_locations, dtype=np.float32)
     if len(seeds):
         scores[seeds] = np.concatenate(results)
     return scores

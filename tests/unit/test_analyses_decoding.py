@@ -27,7 +27,8 @@ from bids_encoding.fmri.bold import load_bold
 from bids_encoding.fmri.masks import brain_mask
 from bids_encoding.fmri.trials import lss_weights, peak_weights, trial_responses
 from bids_encoding.models.classifiers import cross_validate_decoder, fit_linear, make_classifier, screening_size
-from bids_encoding.models.searchlight import searchlight, sphere_offsets
+from bids_encoding.models.searchlight import searchlight
+from bids_encoding.spheres import sphere_offsets
 from bids_encoding.options import DecodingOptions, FMRIOptions, StatsOptions
 from bids_encoding.plugin_api import FeatureSet
 from bids_encoding.stimuli import read_events
@@ -55,7 +56,8 @@ def faces(tmp_path_factory) -> dict:
     }
     for key in ("bold", "masks", "confounds", "events"):
         assert all(p.exists() for p in task[key]), task[key]
-    task["mask"] = brain_mask(task["bold"], task["masks"]).img
+    task["brain"] = brain_mask(task["bold"], task["masks"])
+    task["mask"] = task["brain"].img
     truth = load_truth(root, "01", "faces")
     task["truth"], task["latent"] = truth["face"], truth["latent"]
     return task
@@ -91,7 +93,7 @@ def decoded(faces, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def lss(faces):
     return trial_responses(faces["bold"], faces["events"], faces["trs"], "trial_type", ("face", "scrambled"),
-                           faces["mask"], "lss")
+                           faces["brain"], "lss")
 
 
 # --------------------------------------------------------------------------- contrast
@@ -179,7 +181,7 @@ def test_shuffled_labels_stay_at_chance(lss):
     scores = cross_validate_decoder(lss.X, labels, lss.runs, n_permutations=0,
                                     screening=screening_size(lss.X.shape[1], 1.0))
     assert abs(scores.balanced_accuracy - 0.5) <= 0.15 and np.isnan(scores.p_value)
-    mapped = searchlight(lss.X, lss.mask, labels, lss.runs, radius=8.0)
+    mapped = searchlight(lss.X, lss.brain.img, labels, lss.runs, radius=8.0)
     assert abs(mapped.mean() - 0.5) < 0.02
 
 
@@ -229,7 +231,7 @@ def test_lss_matches_first_level_model(faces):
     from nilearn.glm.first_level import FirstLevelModel
 
     events = contrast_events(faces["events"][0], "trial_type", ("face", "scrambled"))
-    Y = load_bold(faces["bold"][0], faces["mask"], 2.0)
+    Y = load_bold(faces["bold"][0], faces["brain"], 2.0)
     weights = lss_weights(events, len(Y), 2.0)
     trial = 7
     design_events = pd.DataFrame({"onset": events["onset"], "duration": events["duration"],

@@ -149,7 +149,7 @@ def searchlight_data(seed=7, n_runs=3, n_conditions=7):
 @pytest.mark.parametrize("distance", ["crossnobis", "correlation"])
 @pytest.mark.parametrize("method", ["spearman", "whitened", "tau-a"])
 def test_searchlight_rsa_equals_the_region_functions_on_each_sphere(distance, method):
-    from bids_encoding.models.searchlight import mask_index, neighbours, sphere_offsets
+    from bids_encoding.spheres import mask_index, neighbours, sphere_offsets
 
     X, conditions, runs, mask = searchlight_data()
     rng = np.random.default_rng(8)

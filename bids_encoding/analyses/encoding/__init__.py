@@ -19,13 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn import masking
 
 from ... import features as feature_store
-from ...derivatives import Output, column_descriptions, save_nifti, save_tsv_gz, write_tsv
+from ...derivatives import Output, column_descriptions, save_tsv_gz, write_tsv
 from ...fmri.bold import TaskData, load_task, run_entities
 from ...fmri.design import add_delays, remove_drifts, tr_features
 from ...fmri.masks import atlas_labels, roi_mask
@@ -181,14 +179,13 @@ def _write_maps(scores: EncodingScores, desc: str, task: TaskData, out_dir: Path
                 atlas: str | None) -> list[Output]:
     outputs = []
     if atlas:
-        labels, names = atlas_labels(atlas, task.mask)
+        labels, names = atlas_labels(atlas, task.brain)
         outputs.append(_write_regions(region_summary(scores, labels, names), REGION_COLUMNS, desc, out_dir, atlas,
                                       {"Model": metadata.get("Model")}))
     for stat, values in (("rSquare", scores.r2), ("r", scores.r), ("alpha", scores.alpha), ("p", scores.p), ("q", scores.q)):
-        path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
-        save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": stat},
-                              metadata={"Description": STATS[stat], **metadata, "Sources": [str(b) for b in task.bold_files]}))
+        outputs += task.brain.map_outputs(values, out_dir / f"desc-{desc}_stat-{stat}", {"desc": desc, "stat": stat},
+                                          {"Description": STATS[stat], **metadata,
+                                           "Sources": [str(b) for b in task.bold_files]})
     return outputs
 
 
@@ -201,16 +198,12 @@ def layer_outputs(by_layer: dict[int, np.ndarray], extractor: str, task: TaskDat
     best, best_r2 = layer_sweep.best_layer(fold_r2.mean(axis=1), layers)
     sources = {"Sources": [str(b) for b in task.bold_files], "Layers": layers}
     outputs = []
-    inside = np.asarray(task.mask.dataobj) > 0
     for stat, values in (("bestLayer", best), ("bestLayerRSquare", best_r2)):
-        volume = masking.unmask(values.astype(np.float32), task.mask).get_fdata(dtype=np.float32)
-        volume[~inside] = np.nan
-        path = out_dir / f"desc-{extractor}_stat-{stat}.nii.gz"
-        save_nifti(nib.Nifti1Image(volume, task.mask.affine), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": extractor, "stat": stat},
-                              metadata={"Description": STATS[stat], **metadata, **sources}))
+        outputs += task.brain.map_outputs(values, out_dir / f"desc-{extractor}_stat-{stat}",
+                                          {"desc": extractor, "stat": stat},
+                                          {"Description": STATS[stat], **metadata, **sources}, fill=np.nan)
     if fmri.atlas:
-        labels, names = atlas_labels(fmri.atlas, task.mask)
+        labels, names = atlas_labels(fmri.atlas, task.brain)
     elif fmri.roi:
         labels, names = roi_mask(fmri.roi, task.brain).astype(int), {1: "roi"}
     else:
@@ -262,19 +255,17 @@ def repeated_runs(feature_files: list[Path], task: TaskData) -> list[list[int]]:
 
 def task_outputs(task: TaskData, feature_files: list[Path], out_dir: Path) -> list[Output]:
     """What belongs to the task, not to one model: the brain mask, and the noise ceiling when stimuli repeat."""
-    mask_path = out_dir / "desc-brain_mask.nii.gz"
-    save_nifti(nib.Nifti1Image(np.asarray(task.mask.dataobj).astype(np.uint8), task.mask.affine), mask_path)
-    outputs = [Output(in_file=str(mask_path), entities={"desc": "brain"}, suffix="mask",
-                      metadata={"Description": "voxels the models were fitted in", "Type": "Brain",
-                                "Method": task.brain.method, "Sources": task.brain.sources})]
+    outputs = [Output(in_file=str(path), entities={"desc": "brain", **extra}, suffix="mask",
+                      metadata={"Description": f"{task.brain.unit} the models were fitted in", "Type": "Brain",
+                                "Method": task.brain.method, "Sources": task.brain.sources})
+               for path, extra in task.brain.mask_files(out_dir / "desc-brain")]
     groups = repeated_runs(feature_files, task)
     if groups:
         ev = np.mean([explainable_variance(np.stack([task.Y_runs[i] for i in g])) for g in groups], axis=0)
-        path = out_dir / "desc-repeats_stat-explainableVariance.nii.gz"
-        save_nifti(masking.unmask(ev.astype(np.float32), task.mask), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": "repeats", "stat": "explainableVariance"},
-                              metadata={"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
-                                        "Sources": [str(b) for b in task.bold_files]}))
+        outputs += task.brain.map_outputs(ev, out_dir / "desc-repeats_stat-explainableVariance",
+                                          {"desc": "repeats", "stat": "explainableVariance"},
+                                          {"Description": STATS["explainableVariance"], "RepeatedRuns": groups,
+                                           "Sources": [str(b) for b in task.bold_files]})
     return outputs
 
 
@@ -374,11 +365,11 @@ def fit_joint_encoding(bold_files: list[Path], feature_files: list[list[Path]], 
     metadata = {"FeatureSpace": "joint", "Model": model, "Features": provenances}
     outputs = _write_maps(scores, "joint", task, out_dir, metadata, fmri.atlas)
     for b, (name, _) in enumerate(spaces):
-        path = out_dir / f"desc-{name}_stat-splitRSquare.nii.gz"
-        save_nifti(masking.unmask(scores.split_r2[b].astype(np.float32), task.mask), path)
-        outputs.append(Output(in_file=str(path), entities={"desc": name, "stat": "splitRSquare"},
-                              metadata={"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
-                                        "JointModel": [n for n, _ in spaces], "Sources": [str(b) for b in task.bold_files]}))
+        outputs += task.brain.map_outputs(scores.split_r2[b], out_dir / f"desc-{name}_stat-splitRSquare",
+                                          {"desc": name, "stat": "splitRSquare"},
+                                          {"Description": STATS["splitRSquare"], **metadata, "FeatureSpace": name,
+                                           "JointModel": [n for n, _ in spaces],
+                                           "Sources": [str(b) for b in task.bold_files]})
     return outputs
 
 
@@ -429,19 +420,17 @@ def compare_encoding(bold_files: list[Path], feature_files: list[list[Path]], tr
         desc = comparison_label(a, b)
         q = significance.fdr(p)
         if fmri.atlas:
-            labels, names = atlas_labels(fmri.atlas, task.mask)
+            labels, names = atlas_labels(fmri.atlas, task.brain)
             table = region_table(labels, names, {"mean_delta_r2": lambda v: delta[v].mean(),
                                                  "fraction_significant": lambda v: (q[v] < 0.05).mean()})
             outputs.append(_write_regions(table, COMPARISON_REGION_COLUMNS, desc, out_dir, fmri.atlas,
                                           {"ComparedModels": metadata["ComparedModels"], "Model": model}))
         for stat, values in (("deltaRSquare", delta), ("p", p), ("q", q)):
-            path = out_dir / f"desc-{desc}_stat-{stat}.nii.gz"
-            save_nifti(masking.unmask(values.astype(np.float32), task.mask), path)
             text = STATS[stat] if stat == "deltaRSquare" else (
                 f"p-value of the paired comparison ({options.alternative}; see Model.Significance), uncorrected; NaN "
                 "where none can be computed" if stat == "p" else STATS["q"])
-            outputs.append(Output(in_file=str(path), entities={"desc": desc, "stat": stat},
-                                  metadata={"Description": text, **metadata}))
+            outputs += task.brain.map_outputs(values, out_dir / f"desc-{desc}_stat-{stat}", {"desc": desc, "stat": stat},
+                                              {"Description": text, **metadata})
     return outputs
 
 
@@ -478,10 +467,10 @@ def weights_output(task: TaskData, name: str, X_runs: list[np.ndarray], scores: 
     features, _ = feature_store.load(feature_files[0])
     X = np.concatenate([_trim(x, options.trim) for x in X_runs])
     blocks = len(options.delays) if options.design == "fir" else 1
-    with Step(f"weights of {name}: refit on all {len(X)} volumes ({X.shape[1]} features x {task.brain.n_voxels} voxels)"):
+    with Step(f"weights of {name}: refit on all {len(X)} volumes ({X.shape[1]} features x {task.brain.size} voxels)"):
         weights, intercept = refit_weights(X, _trimmed_bold(task, options), scores.alpha, pca=options.feature_pca,
                                            blocks=blocks, backend=options.backend, chunk_size=options.chunk_size)
-    mask = np.asarray(task.mask.dataobj) != 0
+    mask = task.brain.img.get_fdata() != 0
     voxels = np.argwhere(mask).astype(np.int32)  # C order: the order of the masker's columns (and of every map)
     tensors = {"weights": weights, "intercept": intercept, "alpha": scores.alpha.astype(np.float32), "voxels": voxels}
     target = out_dir / f"desc-{name}_weights.safetensors"
@@ -530,7 +519,7 @@ def weights_output(task: TaskData, name: str, X_runs: list[np.ndarray], scores: 
             "voxels": {"Shape": list(voxels.shape), "DType": "int32",
                        "Description": "(i, j, k) of each voxel on the grid ('Grid'); the brain mask written beside "
                                       "(desc-brain_mask.nii.gz) holds the same voxels"}},
-        "Grid": {"Shape": [int(n) for n in mask.shape], "Affine": np.asarray(task.mask.affine, float).tolist(),
+        "Grid": {"Shape": [int(n) for n in mask.shape], "Affine": np.asarray(task.brain.img.affine, float).tolist(),
                  "NVoxels": int(mask.sum())},
         "Sources": sources,
     }
