@@ -33,6 +33,7 @@ class RunConfig:
     session: tuple[str, ...] = ()
     run: tuple[str, ...] = ()
     space: str | None = None  # of the preprocessed BOLD; None: the only one there is
+    den: str | None = None  # the density of a surface space (fsLR den-91k); None: the only one there is
     bids_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
     derivatives: tuple[Path, ...] = ()
     datatype: str | None = None
@@ -195,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         session=_as_tuple(args.session),
         run=_as_tuple(args.run),
         space=str(args.space) if args.space else None,
+        den=str(args.den).removeprefix("den-") if args.den else None,
         bids_filters=_filters(args.bids_filter_file),
         derivatives=tuple(Path(d).resolve() for d in (args.derivatives or ())),
         datatype=args.datatype,

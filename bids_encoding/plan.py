@@ -160,7 +160,8 @@ def subject_runs(config: RunConfig, layout, subject: str) -> list[Run]:
         datatype = present[0] if present else "func"
     if datatype == "func":
         return collect_bold_runs(layout, subject, tasks=config.task, sessions=config.session, runs=config.run,
-                                 space=config.space, use_derivatives=bool(config.derivatives), filters=config.bids_filters)
+                                 space=config.space, den=config.den, use_derivatives=bool(config.derivatives),
+                                 filters=config.bids_filters)
     if config.analysis in ("embedding", "rsa"):
         raise UserError(f"sub-{subject} has no BOLD runs, and --analysis {config.analysis} works on fMRI only",
                         path=config.bids_dir, fix="Use --analysis encoding or decoding on EEG/MEG recordings")

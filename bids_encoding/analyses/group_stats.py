@@ -38,14 +38,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from ..bids_io.outputs import MAP_STATS, TABLE_KINDS, GroupInput
-from ..derivatives import Output, column_descriptions, save_nifti, write_tsv
+from ..derivatives import Output, column_descriptions, write_tsv
 from ..errors import UserError
+from ..locations import Layout, Locations, VolumeLayout, read_map
 from ..models import layers as layer_sweep
 from ..models.rsa import NOISE_CEILING_DESCRIPTION, noise_ceiling
 from ..options import GroupOptions, StatsOptions
@@ -70,6 +70,11 @@ TFCE = {"E": 0.5, "H": 2, "Connectivity": "6: voxels sharing a face (scipy.ndima
 a voxel's TFCE sums extent^E x height^H over the heights below its t, the extent in voxels of its cluster at
 that height. A unit test checks these against nilearn's."""
 
+SURFACE_TFCE = {**TFCE, "Connectivity": "vertices sharing a mesh edge (and, in CIFTI files, subcortical voxels "
+                                         "sharing a face)", "Extent": "locations",
+                "Implementation": "bids_encoding.models.graph_stats (nilearn's TFCE conventions on a graph)"}
+"""TFCE on surfaces: the same sums over the clusters of neighbours along the cortical mesh."""
+
 CONSTANT_RTOL = 1e-5
 """A location is constant across subjects when the standard deviation of its values is at most this times the
 largest of them in absolute value (about a hundred float32 roundings; two subjects whose values agree to 1e-7
@@ -93,19 +98,20 @@ def _chance(sidecar: dict[str, Any]) -> float:
     return float(sidecar.get("Chance", sidecar.get("ChanceLevel", 0.0)))
 
 
-def _load_maps(group: GroupInput) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Subjects x voxels data of one map name, after checking that every map is on the same grid."""
+def _load_maps(group: GroupInput) -> tuple[np.ndarray, Layout]:
+    """Subjects x locations data of one map name (voxels, both hemispheres' vertices, grayordinates), after checking
+    that every map lies on the same locations."""
     subjects = sorted(group.files)
-    images = [nib.load(str(group.files[s])) for s in subjects]
-    reference = images[0]
-    for subject, img in zip(subjects, images):
-        if img.shape != reference.shape or not np.allclose(img.affine, reference.affine, atol=1e-3):
+    maps = [read_map(group.files[s]) for s in subjects]
+    reference = maps[0][0]
+    for subject, (layout, _) in zip(subjects, maps):
+        if not layout.same_as(reference):
             raise UserError(
-                f"sub-{subject}'s map is on a different grid than sub-{subjects[0]}'s, so they cannot be compared "
-                "voxel by voxel", path=group.files[subject],
-                fix="Run every subject's participant level on data resampled to the same template grid (--space)",
+                f"sub-{subject}'s map is on other {layout.unit} than sub-{subjects[0]}'s, so they cannot be compared "
+                f"location by location", path=group.files[subject],
+                fix="Run every subject's participant level on data resampled to the same template (--space, --den)",
             )
-    return np.stack([np.asarray(img.dataobj, dtype=np.float64) for img in images]), reference
+    return np.stack([values for _, values in maps]), reference
 
 
 def fdr_adjust(p: np.ndarray) -> np.ndarray:
@@ -156,7 +162,9 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     computed = np.all((data != 0) & np.isfinite(data), axis=0)  # every map is 0 where it was not computed
     constant = np.zeros(computed.shape, bool)
     constant[computed] = constant_columns(data[:, computed])
-    inside = computed & ~constant  # the voxels tested
+    inside = computed & ~constant  # the locations tested
+    unit = reference.unit
+    on_grid = isinstance(reference, VolumeLayout)
     effects = data[:, inside] - chance
     t, p = _one_sample(effects, np.zeros(effects.shape[1], bool), alternative)
     tfce = options.group_test == "tfce"
@@ -165,12 +173,20 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
         corrected = p
     elif options.sign_flips:
         if tfce:  # minutes to hours: say so before it starts
-            log.info("%s: TFCE of %d sign flips, each labelling clusters at 100 heights of a %s grid (about 0.3 s a "
+            log.info("%s: TFCE of %d sign flips, each labelling clusters at 100 heights of %d %s (about 0.3 s a "
                      "flip at 34x40x33 voxels, 7 s at 97x115x97)", group.name, max(inference.n_permutations, 1),
-                     "x".join(map(str, inside.shape)))
+                     int(inside.sum()), unit)
         # "less" is "greater" of the opposite effects; the maps keep the sign of A - B
         flipped = -effects if alternative == "less" else effects
-        corrected, enhanced = _sign_flip_fwe(flipped, inside, reference, inference, tfce, alternative == "two-sided")
+        if on_grid:
+            corrected, enhanced = _sign_flip_fwe(flipped, inside, reference, inference, tfce,
+                                                 alternative == "two-sided")
+        else:  # vertices: neighbours along the mesh, which nilearn's TFCE (a voxel grid's) cannot use
+            from ..models.graph_stats import sign_flip_test
+
+            corrected, enhanced = sign_flip_test(flipped, Locations(reference, inside).adjacency() if tfce else None,
+                                                 max(inference.n_permutations, 1), inference.seed, tfce,
+                                                 alternative == "two-sided")
     else:
         corrected = fdr_adjust(p)
     correction = CORRECTION[options.group_test]
@@ -181,26 +197,28 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
     }
     if tfce:
         described["tfce"] = (_unmask(enhanced, inside), f"threshold-free cluster enhancement of the t map "
-                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, face connectivity, extent in voxels; "
+                             f"(E={TFCE['E']:g}, H={TFCE['H']:g}, "
+                             + ("face connectivity, extent in voxels; " if on_grid else
+                                f"neighbours along the mesh, extent in {unit}; ")
                              + ("of |t|, signed as t)" if alternative == "two-sided" else
                                 "0 where t >= 0)" if alternative == "less" else "0 where t <= 0)"))
     described[f"p{correction}"] = (_unmask(corrected, inside, fill=1.0),
-                                   f"{sided} p-value, {correction}-corrected over the voxels"
+                                   f"{sided} p-value, {correction}-corrected over the {unit}"
                                    + (" from the TFCE map, not the t map" if tfce else "")
                                    + f": {GROUP_TESTS[options.group_test]}")
-    method = {"TFCE": {**TFCE, "TwoSided": alternative == "two-sided"}} if tfce else {}
+    method = {"TFCE": {**(TFCE if on_grid else SURFACE_TFCE), "TwoSided": alternative == "two-sided"}} if tfce else {}
     method["Alternative"] = alternative
     model = _participant_model(sidecars[0])
-    flagged = _flag_constant(int(constant.sum()), int(computed.sum()), "voxels", group)
+    flagged = _flag_constant(int(constant.sum()), int(computed.sum()), unit, group)
     outputs = []
     for key, (values, description) in described.items():
-        path = Path(out_dir) / f"{group.name.replace(f'stat-{stat}', f'stat-{key}')}.nii.gz"
+        stem = Path(out_dir) / group.name.replace(f"stat-{stat}", f"stat-{key}")
         values = np.where(computed, values, 0) if key == stat else values
-        save_nifti(nib.Nifti1Image(values.astype(np.float32), reference.affine), path)
-        outputs.append(Output(in_file=str(path), entities={**group.entities, "stat": key},
-                              metadata={"Description": description, "ChanceLevel": chance, "NVoxels": int(inside.sum()),
-                                        **flagged, **_subjects(group), **describe(options, inference), **method,
-                                        **model}))
+        outputs += [Output(in_file=str(path), entities={**group.entities, "stat": key, **extra},
+                           metadata={"Description": description, "ChanceLevel": chance,
+                                     f"N{unit.capitalize()}": int(inside.sum()), **flagged, **_subjects(group),
+                                     **describe(options, inference), **method, **model})
+                    for path, extra in reference.write(values, stem)]
     return outputs
 
 
@@ -231,7 +249,7 @@ def _unmask(values: np.ndarray, inside: np.ndarray, fill: float = 0.0) -> np.nda
     return volume
 
 
-def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti1Image, inference: StatsOptions,
+def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: VolumeLayout, inference: StatsOptions,
                    tfce: bool = False, two_sided: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """FWE-corrected p of each voxel from nilearn's sign-flip (intercept-only) second-level inference, and the
     TFCE map: without ``tfce``, p from the maximum t over sign flips (and no TFCE: zeros); with it, from the
@@ -239,16 +257,16 @@ def _sign_flip_fwe(effects: np.ndarray, inside: np.ndarray, reference: nib.Nifti
     (effects above 0) unless ``two_sided`` (the maximum |t| or |TFCE|)."""
     from nilearn.glm.second_level import non_parametric_inference
 
-    images = [nib.Nifti1Image(_unmask(e, inside).astype(np.float32), reference.affine) for e in effects]
-    mask = nib.Nifti1Image(inside.astype(np.uint8), reference.affine)
+    images = [reference.image(_unmask(e, inside).astype(np.float32)) for e in effects]
+    mask = reference.image(inside.astype(np.uint8))
     design = pd.DataFrame({"intercept": np.ones(len(effects))})
     # at least one sign flip, as the table and time tests: nilearn has no corrected p without one (a KeyError)
     result = non_parametric_inference(images, design_matrix=design, mask=mask, n_perm=max(inference.n_permutations, 1),
                                       two_sided_test=two_sided, random_state=inference.seed, n_jobs=1, verbose=0,
                                       tfce=tfce)
     if not tfce:  # nilearn then returns the max-t map alone
-        return 10.0 ** -np.asarray(result.dataobj, dtype=np.float64)[inside], np.zeros(int(inside.sum()))
-    values = {key: np.asarray(img.dataobj, dtype=np.float64)[inside] for key, img in result.items()}
+        return 10.0 ** -np.asarray(result.dataobj, dtype=np.float64).ravel()[inside], np.zeros(int(inside.sum()))
+    values = {key: np.asarray(img.dataobj, dtype=np.float64).ravel()[inside] for key, img in result.items()}
     return 10.0 ** -values["logp_max_tfce"], values["tfce"]
 
 

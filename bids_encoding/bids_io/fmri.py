@@ -17,11 +17,13 @@ import numpy as np
 from bids import BIDSLayout
 
 from ..errors import UserError
+from ..locations import VolumeLayout, file_kind, series_layout
 from ..stimuli import stimuli_from_events
 from .runs import Run
 
 log = logging.getLogger("bids_encoding")
 NIFTI = [".nii", ".nii.gz"]
+SURFACE_SERIES = [".func.gii", ".dtseries.nii"]  # fMRIPrep's surface BOLD: per-hemisphere GIFTI, CIFTI-2 grayordinates
 TR_TOLERANCE = 1e-3
 MIN_VOLUMES = 3
 
@@ -52,10 +54,10 @@ def check_same_grid(runs: list[BoldRun]) -> None:
     reference = runs[grids.index(usual)]
     for run in runs:
         if run.grid != usual:
-            shape, usual_shape = (" x ".join(map(str, grid[0])) for grid in (run.grid, usual))
-            how = (f"{shape} voxels, where {reference.bold.name} has {usual_shape}" if shape != usual_shape
-                   else f"the same {shape} voxels as {reference.bold.name} but another position (affine)")
-            raise UserError(f"the runs of task {run.task} are not on one voxel grid: this one has {how}",
+            shape, usual_shape = (" x ".join(map(str, grid[0])) + f" {grid[2]}" for grid in (run.grid, usual))
+            how = (f"{shape}, where {reference.bold.name} has {usual_shape}" if shape != usual_shape
+                   else f"the same {shape} as {reference.bold.name} but another position (affine) or space")
+            raise UserError(f"the runs of task {run.task} are not on one grid: this one has {how}",
                             path=run.bold, fix="Resample the runs to one grid (fMRIPrep's outputs in one output space "
                                                "are), or leave this run out with --run or a --bids-filter-file")
 
@@ -94,13 +96,31 @@ def _label(variant: dict) -> str:
     return "_".join(f"{k}-{v}" for k, v in variant.items()) or "no space entity"
 
 
+def _of_run(files: list, ents: dict) -> list:
+    return [f for f in files if all(str(f.get_entities().get(k)) == str(v) for k, v in ents.items() if k in RUN_ENTITIES)]
+
+
+def _stands_for_hemispheres(path: Path) -> bool:
+    """A surface series file that names its run: a CIFTI file, a hemi-L GIFTI, or a hemi-R one whose hemi-L partner
+    is missing (so that the error names what is missing)."""
+    if "_hemi-" not in path.name:
+        return True
+    return "_hemi-L_" in path.name or not path.with_name(path.name.replace("_hemi-R_", "_hemi-L_")).exists()
+
+
 def _preprocessed_bold(layout: BIDSLayout, ents: dict, space: str | None, raw_path: Path,
                        variant: dict | None = None) -> tuple[Path, dict]:
-    """The run's desc-preproc BOLD in the derivatives and its space/res/den: the one in ``space``, or the only one
-    when no space is asked for; the raw BOLD (in its own space) when the derivatives hold none for the run."""
-    candidates = [f for f in layout.get(scope="derivatives", subject=ents["subject"], suffix="bold", desc="preproc",
-                                        extension=NIFTI)
-                  if all(str(f.get_entities().get(k)) == str(v) for k, v in ents.items() if k in RUN_ENTITIES)]
+    """The run's preprocessed BOLD in the derivatives and its space/res/den: the one in ``space``, or the only one
+    when no space is asked for; the raw BOLD (in its own space) when the derivatives hold none for the run.
+
+    Volumes are fMRIPrep's ``desc-preproc`` NIfTI files; surfaces its ``.func.gii`` (the ``hemi-L`` file stands
+    for both hemispheres) and ``.dtseries.nii`` files, which have no ``desc``."""
+    volumes = _of_run(layout.get(scope="derivatives", subject=ents["subject"], suffix="bold", desc="preproc",
+                                 extension=NIFTI), ents)
+    surfaces = [f for f in _of_run(layout.get(scope="derivatives", subject=ents["subject"], suffix="bold",
+                                              extension=SURFACE_SERIES), ents)
+                if f.get_entities().get("desc") in (None, "preproc") and _stands_for_hemispheres(Path(f.path))]
+    candidates = volumes + surfaces
     if not candidates:
         log.info("no desc-preproc BOLD for %s in the derivatives: the raw BOLD is used, with the derivatives' masks "
                  "and confounds of that run where they exist", raw_path.name)
@@ -138,8 +158,30 @@ def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
     return float(tr)
 
 
-def _check_header(bold: Path, tr: float) -> tuple[int, tuple]:
-    """The run's number of volumes and its voxel grid, after checking that it is a 4D series with the sidecar's TR."""
+def _check_surface_header(bold: Path, tr: float, entities: dict) -> tuple[int, tuple]:
+    """A surface run's number of volumes and its locations, after checking that both hemispheres (or the CIFTI's
+    brain models) hold one series with the sidecar's TR."""
+    layout, n_volumes = series_layout(bold, entities)
+    if n_volumes < MIN_VOLUMES:
+        raise UserError(f"the BOLD run has {n_volumes} volume(s); a model of a time series needs at least "
+                        f"{MIN_VOLUMES}", path=bold, fix="Leave this run out (--run, or a --bids-filter-file), or give "
+                                                         "the complete run")
+    if layout.kind == "cifti":
+        series = nib.load(str(bold)).header.get_axis(0)
+        step = series.step / 1000.0 if series.unit == "MSEC" else series.step
+        if series.unit in ("SECOND", "MSEC") and step > 0 and abs(step - tr) > TR_TOLERANCE:
+            raise UserError(f"the sidecar's RepetitionTime ({tr} s) does not match the CIFTI series axis' step "
+                            f"({step} s)", path=bold,
+                            fix="Correct RepetitionTime in the JSON sidecar or the CIFTI file, whichever is wrong")
+    key = (layout.kind, getattr(layout, "space", ""), getattr(layout, "den", ""), getattr(layout, "vertices", ()))
+    return n_volumes, ((layout.size,), key, layout.unit)
+
+
+def _check_header(bold: Path, tr: float, entities: dict | None = None) -> tuple[int, tuple]:
+    """The run's number of volumes and its grid, after checking that it is a 4D series (or a surface series) with
+    the sidecar's TR."""
+    if file_kind(bold) != "volume":
+        return _check_surface_header(bold, tr, entities or {})
     try:
         img = nib.load(str(bold))
     except Exception as exc:
@@ -162,7 +204,7 @@ def _check_header(bold: Path, tr: float) -> tuple[int, tuple]:
             path=bold,
             fix="Correct RepetitionTime in the JSON sidecar or the header's pixdim[4], whichever is wrong",
         )
-    return int(img.shape[3]), (tuple(img.shape[:3]), tuple(np.round(img.affine, 4).ravel()))
+    return int(img.shape[3]), (tuple(img.shape[:3]), tuple(np.round(img.affine, 4).ravel()), VolumeLayout.unit)
 
 
 def _stimuli_dir(layout: BIDSLayout) -> Path | None:
@@ -171,7 +213,8 @@ def _stimuli_dir(layout: BIDSLayout) -> Path | None:
 
 
 def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=(), runs=(), space: str | None = None,
-                      use_derivatives: bool = False, filters: dict | None = None) -> list[BoldRun]:
+                      den: str | None = None, use_derivatives: bool = False,
+                      filters: dict | None = None) -> list[BoldRun]:
     """Find and check every BOLD run of ``subject`` that matches the selection."""
     if subject not in layout.get_subjects():
         raise UserError(f"subject '{subject}' is not in the dataset (subjects: {', '.join(layout.get_subjects()) or 'none'})",
@@ -182,6 +225,8 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
             query[key] = list(values)
     wanted = dict((filters or {}).get("bold", {}))
     variant = {k: str(wanted.pop(k)) for k in VARIANTS if k in wanted}  # chooses among preprocessed versions
+    if den:
+        variant["den"] = den
     query.update(wanted)
     raw_files = layout.get(scope="raw", **query)
     if not raw_files:
@@ -211,7 +256,7 @@ def collect_bold_runs(layout: BIDSLayout, subject: str, *, tasks=(), sessions=()
                             fix=f"Add {raw_path.name.split('_bold')[0]}_events.tsv (or a task-level events file) with onset, duration and stimulus columns")
         modalities = tuple(stimuli_from_events(events, stimuli_dir))
         tr = _tr(layout, bold, raw_path)
-        n_volumes, grid = _check_header(bold, tr)
+        n_volumes, grid = _check_header(bold, tr, derived)
         found.append(BoldRun(
             subject=subject, task=ents["task"], session=ents.get("session"), run=str(ents["run"]) if "run" in ents else None,
             bold=bold, events=events, tr=tr, n_volumes=n_volumes, space=derived.get("space"), res=derived.get("res"),

@@ -64,8 +64,9 @@ class GroupInput:
 def _kind(path: Path, datatype: str, ents: dict[str, str]) -> str | None:
     """Which group test a participant file feeds, or None for files the group level does not read."""
     suffix = ents["suffix"]
-    if suffix == "statmap" and path.name.endswith(".nii.gz") and ents.get("stat") in MAP_STATS:
-        return "map"
+    if suffix == "statmap" and ents.get("stat") in MAP_STATS and (
+            path.name.endswith((".nii.gz", ".dscalar.nii")) or (path.name.endswith(".shape.gii") and ents.get("hemi") == "L")):
+        return "map"  # a surface map is its hemi-L file, which names both hemispheres
     if not path.name.endswith(".tsv"):
         return None
     if suffix == "decoding" and datatype in ("eeg", "meg"):
@@ -85,7 +86,7 @@ def collect_participant_outputs(output_dir: Path, subjects: tuple[str, ...] = ()
         kind = _kind(path, datatype, ents)
         if kind is None or (subjects and ents["subject"] not in subjects) or (tasks and ents.get("task") not in tasks):
             continue
-        entities = {k: v for k, v in ents.items() if k not in ("subject", "suffix")}
+        entities = {k: v for k, v in ents.items() if k not in ("subject", "suffix", "hemi")}
         key = (kind, datatype, ents["suffix"], tuple(entities.items()))
         group = grouped.setdefault(key, GroupInput(kind, datatype, ents["suffix"], entities))
         if ents["subject"] in group.files:

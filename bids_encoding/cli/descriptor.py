@@ -85,7 +85,7 @@ def build_descriptor() -> dict:
         "output-files": [{"id": "outputs", "name": "BIDS derivatives", "path-template": "[OUTPUT_DIR]",
                           "description": "Encoding maps, sidecars, dataset_description.json and HTML reports."}],
         "groups": [{"id": "selection", "name": "What to analyse",
-                    "members": ["participant_label", "task", "session", "run", "space", "bids_filter_file", "derivatives"]},
+                    "members": ["participant_label", "task", "session", "run", "space", "den", "bids_filter_file", "derivatives"]},
                    {"id": "execution", "name": "How to run",
                     "members": ["work_dir", "n_cpus", "mem_gb", "nipype_plugin", "nipype_plugin_args", "config"]}],
         "suggested-resources": {"cpu-cores": 2, "ram": 8, "walltime-estimate": 3600},

@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--session", nargs="+", metavar="SES", help="sessions to analyse (default: all)")
     select.add_argument("--run", nargs="+", metavar="RUN", help="runs to analyse (default: all)")
     select.add_argument("--space", metavar="SPACE",
-                        help="space of the preprocessed BOLD taken from --derivatives, e.g. MNI152NLin2009cAsym or "
-                             "T1w (default: the one space the derivatives hold; an error lists them when several)")
+                        help="space of the preprocessed BOLD taken from --derivatives: a volume space (e.g. "
+                             "MNI152NLin2009cAsym, T1w) or a surface space (fsaverage5, fsaverage6, fsaverage, fsnative: "
+                             "fMRIPrep's hemi-L/hemi-R .func.gii; fsLR: its CIFTI .dtseries.nii) (default: the one "
+                             "space the derivatives hold; an error lists them when several)")
+    select.add_argument("--den", metavar="DENSITY",
+                        help="density of a surface space when the derivatives hold several, e.g. 91k for fsLR "
+                             "(default: the one there is)")
     select.add_argument("--mask", type=_existing_file, metavar="FILE",
                         help="brain mask image of the fMRI analyses, resampled to the BOLD's grid (default: the "
                              "derivatives' desc-brain masks, else an EPI mask computed from the BOLD)")
