@@ -14,9 +14,10 @@ tested by the same group level mean the same thing:
   the previous one by fresh random signs), t computed from the unit-norm data as nilearn does, the FWE p of a
   location ``(1 + #{flips whose maximum >= its value}) / (1 + n_flips)``: the unpermuted data counts once.
 
-Speed: each height's components come from prefixes of the locations and edges sorted once by value, so a
-height costs one ``connected_components`` of the supra-threshold subgraph (about 15 ms for a 100-height TFCE
-of a 20,484-vertex fsaverage5 map).
+Speed: each height's components come from prefixes of the locations and edges sorted once by value, and the
+flips of a chunk are labelled together, so a height costs one ``connected_components`` call for 32 maps. 1000
+flips with TFCE of 20 subjects on both fsaverage5 hemispheres (20,484 vertices, 61,440 edges) took 92 s
+one-sided and 152 s two-sided on one busy core (45 ms a map unloaded); without TFCE, under a second.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import warnings
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+
+E, H, N_STEPS = 0.5, 2.0, 100
+"""nilearn's TFCE parameters (``calculate_tfce``'s defaults, which ``non_parametric_inference`` does not expose)."""
 
 CHUNK = 32
 """Sign flips whose t maps are computed and enhanced together (32 maps of 20,484 vertices with 61,440 edges: about
@@ -47,12 +51,8 @@ def grid_adjacency(mask: np.ndarray) -> sparse.csr_matrix:
         both = (lower >= 0) & (upper >= 0)
         first.append(lower[both])
         second.append(upper[both])
-    return _symmetric(np.concatenate(first), np.concatenate(second), int(mask.sum()))
-
-
-def _symmetric(first: np.ndarray, second: np.ndarray, n: int) -> sparse.csr_matrix:
-    rows, cols = np.concatenate([first, second]), np.concatenate([second, first])
-    return sparse.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
+    rows, cols = np.concatenate(first + second), np.concatenate(second + first)
+    return sparse.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(int(mask.sum()),) * 2)
 
 
 def _edges(adjacency: sparse.spmatrix | sparse.sparray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +124,8 @@ def _tfce(t: np.ndarray, first: np.ndarray, second: np.ndarray, E: float, H: flo
     return enhanced
 
 
-def tfce(t: np.ndarray, adjacency: sparse.spmatrix | sparse.sparray, E: float = 0.5, H: float = 2.0,
-         n_steps: int = 100, two_sided: bool = False) -> np.ndarray:
+def tfce(t: np.ndarray, adjacency: sparse.spmatrix | sparse.sparray, E: float = E, H: float = H,
+         n_steps: int = N_STEPS, two_sided: bool = False) -> np.ndarray:
     """Threshold-free cluster enhancement (Smith and Nichols 2009) of a t map on a graph, with nilearn's
     conventions (see the module): one-sided, 0 where t <= 0; two-sided, of |t| signed as t. ``adjacency`` is
     n x n, nonzero between neighbours (either triangle suffices). Non-finite t counts as 0."""
@@ -177,7 +177,7 @@ def sign_flip_test(effects: np.ndarray, adjacency: sparse.spmatrix | sparse.spar
     def statistic(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The maps (rows of t) a flip is ranked by and their maxima: t, |t| or |TFCE|."""
         if tfce:
-            enhanced = _tfce(t, *edges, 0.5, 2.0, 100, two_sided)
+            enhanced = _tfce(t, *edges, E, H, N_STEPS, two_sided)
             return enhanced, np.abs(enhanced).max(axis=1, initial=0.0)
         ranked = np.abs(t) if two_sided else t
         with warnings.catch_warnings():
