@@ -32,7 +32,7 @@ log = logging.getLogger("bids_encoding")
 # BIDS entity order (specification, appendix "Entity table"), plus ``stat`` after desc as in BEP041/fitlins.
 ENTITY_ORDER = [
     ("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"), ("run", "run"),
-    ("space", "space"), ("recording", "recording"), ("res", "res"), ("den", "den"), ("desc", "desc"),
+    ("hemi", "hemi"), ("space", "space"), ("recording", "recording"), ("res", "res"), ("den", "den"), ("desc", "desc"),
     ("stat", "stat"),
 ]
 KEY_TO_ENTITY = {key: name for name, key in ENTITY_ORDER}
@@ -106,12 +106,17 @@ def software_versions() -> dict[str, str]:
 
 
 # Files the BIDS validator's schema does not cover yet: reports and their figures, statistical
-# maps (BEP041 names, as fitlins writes them), latent time series, embedders' weights, RSA's RDMs
+# maps (BEP041 names, as fitlins writes them; on surfaces .shape.gii per hemisphere and CIFTI
+# .dscalar.nii), surface brain masks, latent time series, embedders' weights, RSA's RDMs
 # and scores. The rest (masks, stimulus features, dataset_description) is validated.
 BIDSIGNORE = """*.html
 **/figures
 *_statmap.nii.gz
+*_statmap.shape.gii
+*_statmap.dscalar.nii
 *_statmap.json
+*_mask.shape.gii
+*_mask.dscalar.nii
 *_regions.tsv
 *_regions.json
 *_layers.tsv

@@ -47,6 +47,7 @@ from ..derivatives import Output, column_descriptions, write_tsv
 from ..errors import UserError
 from ..locations import Layout, Locations, VolumeLayout, read_map
 from ..models import layers as layer_sweep
+from ..models.graph_stats import sign_flip_test
 from ..models.rsa import NOISE_CEILING_DESCRIPTION, noise_ceiling
 from ..options import GroupOptions, StatsOptions
 
@@ -182,8 +183,6 @@ def map_test(group: GroupInput, out_dir: Path, options: GroupOptions,
             corrected, enhanced = _sign_flip_fwe(flipped, inside, reference, inference, tfce,
                                                  alternative == "two-sided")
         else:  # vertices: neighbours along the mesh, which nilearn's TFCE (a voxel grid's) cannot use
-            from ..models.graph_stats import sign_flip_test
-
             corrected, enhanced = sign_flip_test(flipped, Locations(reference, inside).adjacency() if tfce else None,
                                                  max(inference.n_permutations, 1), inference.seed, tfce,
                                                  alternative == "two-sided")
