@@ -44,7 +44,7 @@ _NILEARN_KINDS = {"pial": "pial", "white": "white_matter", "inflated": "inflated
 _HEMISPHERES = {"L": ("left", "lh"), "R": ("right", "rh")}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Mesh:
     """A triangle mesh: vertex coordinates (n x 3, mm) and faces (m x 3 vertex indices).
 
@@ -71,6 +71,9 @@ class Mesh:
     @property
     def n_vertices(self) -> int:
         return len(self.coordinates)
+
+    def __repr__(self) -> str:
+        return f"Mesh(n_vertices={self.n_vertices}, n_faces={len(self.faces)})"
 
 
 def read_mesh(path: str | Path) -> Mesh:
@@ -142,27 +145,30 @@ def _conte69(name: str) -> Mesh:
     return read_mesh(_brainspace_surfaces() / name)
 
 
-@lru_cache(maxsize=None)
 def template_mesh(space: str, hemi: str, kind: str = "midthickness", den: str | None = None) -> Mesh | None:
     """The template mesh of one hemisphere (``hemi`` "L" or "R") that ships offline, or None.
 
     ``kind``: midthickness, pial, white, inflated or sphere. fsLR has only its midthickness surface and
     sphere offline: other kinds fall back to the midthickness surface (:func:`mesh_description` says so).
+    Loads are cached: every name of the same mesh gives the same (read-only) object.
     """
     _check(hemi, kind)
     template = _template(space, den)
     if template == FSAVERAGE5:
-        side = _HEMISPHERES[hemi][0]
-        parts = {name: _fsaverage5()[_NILEARN_KINDS[name]].parts[side] for name in ("pial", "white")}
-        if kind == "midthickness":
-            pial, white = parts["pial"], parts["white"]
-            return Mesh((np.asarray(pial.coordinates, float) + np.asarray(white.coordinates, float)) / 2,
-                        pial.faces)
-        part = _fsaverage5()[_NILEARN_KINDS[kind]].parts[side]
-        return Mesh(part.coordinates, part.faces)
+        return _fsaverage5_mesh(hemi, kind)
     if template == FSLR32K and _brainspace_surfaces() is not None:
         return _conte69(f"conte69_32k_{_HEMISPHERES[hemi][1]}{_conte69_file(kind)}")
     return None
+
+
+@lru_cache(maxsize=None)
+def _fsaverage5_mesh(hemi: str, kind: str) -> Mesh:
+    side = _HEMISPHERES[hemi][0]
+    if kind == "midthickness":
+        pial, white = (_fsaverage5()[_NILEARN_KINDS[name]].parts[side] for name in ("pial", "white"))
+        return Mesh((np.asarray(pial.coordinates, float) + np.asarray(white.coordinates, float)) / 2, pial.faces)
+    part = _fsaverage5()[_NILEARN_KINDS[kind]].parts[side]
+    return Mesh(part.coordinates, part.faces)
 
 
 def mesh_description(space: str, den: str | None, kind: str) -> str:
