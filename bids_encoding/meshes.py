@@ -191,19 +191,21 @@ def mesh_description(space: str, den: str | None, kind: str) -> str:
             "(brainspace) ship with the software, so nothing here was computed along the surface.")
 
 
-@lru_cache(maxsize=None)
 def template_medial_wall(space: str, hemi: str, den: str | None = None) -> np.ndarray | None:
     """True at the medial-wall vertices of a template hemisphere, where a shipped file says which they are.
 
     fsLR 32k: brainspace's cortex masks (``conte69_32k_{lh,rh}_mask.csv``, 0 = medial wall). fsaverage5:
-    None, as nilearn ships no medial-wall (or Destrieux) label offline; so are all other spaces.
+    None, as nilearn ships no medial-wall (or Destrieux) label offline; and so do all other spaces.
     """
     _check(hemi)
-    folder = _brainspace_surfaces()
-    if _template(space, den) != FSLR32K or folder is None:
+    if _template(space, den) != FSLR32K or _brainspace_surfaces() is None:
         return None
-    cortex = np.loadtxt(folder / f"conte69_32k_{_HEMISPHERES[hemi][1]}_mask.csv")
-    wall = cortex == 0
+    return _conte69_wall(_HEMISPHERES[hemi][1])
+
+
+@lru_cache(maxsize=None)
+def _conte69_wall(side: str) -> np.ndarray:
+    wall = np.loadtxt(_brainspace_surfaces() / f"conte69_32k_{side}_mask.csv") == 0
     wall.setflags(write=False)
     return wall
 
@@ -278,23 +280,20 @@ def within_radius(mesh: Mesh, radius: float, vertices: np.ndarray | None = None)
     explicit zero. Paths run along the whole mesh, also through vertices outside ``vertices`` (a cortex mask
     does not change the geometry).
 
-    Speed: seeds are grouped by cells of a 3D grid, and Dijkstra runs for each group on the part of the mesh
-    inside the group's bounding box grown by ``radius``. That is exact, not an approximation: a path no longer
-    than ``radius`` never leaves the ball of that radius around its seed, since no edge is shorter than the
-    straight line between its ends. Dijkstra's dense output thus spans a few hundred vertices, not the mesh.
+    Speed: seeds are grouped by the cells of a 3D grid at least ``radius`` wide, and Dijkstra runs for each
+    group on the part of the mesh in its cell and the 26 cells around it. That is exact, not an approximation:
+    a path no longer than ``radius`` never leaves the ball of that radius around its seed (no edge is shorter
+    than the straight line between its ends), and that ball lies within those 27 cells. Dijkstra's dense
+    output thus spans a neighbourhood, not the whole mesh. ``vertices``: indices (unique) or a boolean mask.
     """
     if not np.isfinite(radius) or radius < 0:
         raise ValueError(f"the radius must be a finite distance >= 0 mm, not {radius}")
     vertices = _vertex_subset(mesh, vertices)
     graph = edge_graph(mesh)
-    coordinates = mesh.coordinates
     position = np.full(mesh.n_vertices, -1)
     position[vertices] = np.arange(len(vertices))
     rows, columns, distances = [], [], []
-    for seeds in track(_cells(mesh, graph, vertices, radius), "surface searchlights", unit="cell"):
-        low = coordinates[seeds].min(axis=0) - radius
-        high = coordinates[seeds].max(axis=0) + radius
-        local = np.flatnonzero(np.all((coordinates >= low) & (coordinates <= high), axis=1))
+    for seeds, local in track(_cells(mesh, graph, vertices, radius), "surface searchlights", unit="cell"):
         subgraph = graph[local][:, local]
         members = position[local] >= 0
         seeds_local = np.searchsorted(local, seeds)
@@ -308,27 +307,45 @@ def within_radius(mesh: Mesh, radius: float, vertices: np.ndarray | None = None)
     k = len(vertices)
     data = np.maximum(np.concatenate(distances), EPSILON) if distances else np.zeros(0)
     ij = (np.concatenate(rows), np.concatenate(columns)) if rows else (np.zeros(0, int), np.zeros(0, int))
-    return sparse.coo_matrix((data, ij), shape=(k, k)).tocsr()
+    found = sparse.coo_matrix((data, ij), shape=(k, k)).tocsr()
+    found.sort_indices()
+    return found
 
 
-def _cells(mesh: Mesh, graph: sparse.csr_matrix, vertices: np.ndarray, radius: float) -> list[np.ndarray]:
-    """The seeds grouped by cells of a 3D grid, at least ``radius`` wide and 8 median edges wide (few cells
-    for small radii, so that finding each cell's part of the mesh stays cheap)."""
+def _cells(mesh: Mesh, graph: sparse.csr_matrix, vertices: np.ndarray,
+           radius: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The seeds grouped by grid cell, each group with the (sorted) mesh vertices of its 3 x 3 x 3 cells.
+
+    Cells are a little wider than ``radius`` (so that rounding never lets a ball reach two cells away) and at
+    least 8 median edges wide (so that small radii do not make thousands of tiny Dijkstra runs).
+    """
     if len(vertices) == 0:
         return []
     edge = float(np.median(graph.data)) if graph.nnz else 1.0
-    size = max(radius, 8 * edge)
-    keys = np.floor((mesh.coordinates[vertices] - mesh.coordinates.min(axis=0)) / size).astype(np.int64)
-    _, cell = np.unique(keys, axis=0, return_inverse=True)
-    order = np.argsort(cell.ravel(), kind="stable")
-    bounds = np.flatnonzero(np.diff(cell.ravel()[order])) + 1
-    return np.split(vertices[order], bounds)
+    size = max(radius * 1.001, 8 * edge)
+    keys = np.floor((mesh.coordinates - mesh.coordinates.min(axis=0)) / size).astype(np.int64) + 1
+    shape = tuple(keys.max(axis=0) + 2)  # a margin of empty cells on every side: neighbours never wrap
+    code = np.ravel_multi_index(keys.T, shape)
+    order = np.argsort(code, kind="stable")
+    codes, starts = np.unique(code[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    cell_vertices = {int(c): order[start:end] for c, start, end in zip(codes, starts, ends)}
+    # the flat index is linear in the cell's position: a cell's 27 neighbours are fixed offsets from it
+    neighbours = np.ravel_multi_index(tuple(np.indices((3, 3, 3)).reshape(3, -1)), shape) \
+        - np.ravel_multi_index((1, 1, 1), shape)
+    seed_codes = code[vertices]
+    seed_order = np.argsort(seed_codes, kind="stable")
+    groups = np.split(vertices[seed_order], np.flatnonzero(np.diff(seed_codes[seed_order])) + 1)
+    return [(seeds, np.sort(np.concatenate([cell_vertices[c] for c in (code[seeds[0]] + neighbours).tolist()
+                                             if c in cell_vertices])))
+            for seeds in groups]
 
 
 def adjacency(mesh: Mesh, vertices: np.ndarray | None = None) -> sparse.csr_matrix:
     """Which vertices share an edge (bool, symmetric, no diagonal), as cluster statistics need.
 
-    Restricted to ``vertices`` (rows and columns are positions in it), so clusters never cross a mask.
+    Restricted to ``vertices`` (indices or a boolean mask; rows and columns are positions in it), so clusters
+    never cross a mask.
     """
     graph = edge_graph(mesh).astype(bool)
     if vertices is not None:

@@ -56,14 +56,15 @@ def test_icosphere_edges_are_its_chords():
     assert sorted(np.unique(degree)) == [5, 6] and np.sum(degree == 5) == 12  # the icosahedron's corners
 
 
-@pytest.mark.parametrize("subset", [False, True])
-def test_within_radius_keeps_exactly_the_paths_within_radius(monkeypatch, subset):
+@pytest.mark.parametrize("subset, about", [(False, 20), (True, 20), (True, 70)])
+def test_within_radius_keeps_exactly_the_paths_within_radius(monkeypatch, subset, about):
+    """Radii below and above 8 edges: grid cells 8 edges wide, and cells as wide as the radius."""
     monkeypatch.setattr(meshes, "CHUNK_ENTRIES", 20_000)  # several Dijkstra chunks per grid cell
     mesh = icosphere(4, radius=100.0)  # 2562 vertices, edges ~7.5 mm
     full = dijkstra(edge_graph(mesh), directed=False)
     vertices = np.random.default_rng(0).permutation(mesh.n_vertices)[:900] if subset else np.arange(mesh.n_vertices)
     reference = full[np.ix_(vertices, vertices)]
-    radius = float(reference[0][reference[0] > 20][0])  # exactly one path's length: "<=" is kept
+    radius = float(reference[0][reference[0] > about][0])  # exactly one path's length: "<=" is kept
     found = within_radius(mesh, radius, None if not subset else vertices)
     assert found.shape == (len(vertices), len(vertices))
     expected = reference <= radius
@@ -97,6 +98,7 @@ def test_adjacency_restricted_to_vertices():
     assert (linked != linked.T).nnz == 0 and linked.diagonal().sum() == 0
     graph = edge_graph(mesh)
     assert np.array_equal(linked.toarray(), graph[chosen][:, chosen].toarray() > 0)
+    assert (adjacency(mesh, mesh.coordinates[:, 2] > 0) != linked).nnz == 0  # a boolean mask works alike
 
 
 def test_fsaverage5_meshes():
