@@ -14,7 +14,9 @@ Everything else (fsaverage, fsaverage6, fsnative, fsLR 164k) gives None, and :fu
 in one sentence for reports and sidecars. A subject's own surfaces can be read with :func:`read_mesh`.
 
 Distances along a mesh are shortest paths along its edges (scipy's Dijkstra): they never undercut the
-straight line and overestimate the geodesic distance by a few per cent on regular meshes.
+straight line, and they overestimate the geodesic distance, as edges zig-zag: by about 7 % on average on
+regular meshes (icosphere, fsaverage5 and fsLR spheres), by up to ~23 % in the worst directions a few edges
+away. A searchlight of radius r along edges thus reaches about r / 1.07 along the surface.
 """
 
 from __future__ import annotations
