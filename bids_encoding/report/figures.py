@@ -7,6 +7,7 @@ Brain maps are drawn with nilearn's plotting, design matrices with nilearn's ``p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,6 +17,9 @@ import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 from ..derivatives import atomic_write  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..meshes import Mesh
 
 DPI = 80
 MAX_DESIGN_COLUMNS = 60  # wider designs (a language model's 768 units) are shown by their first columns
@@ -168,3 +172,59 @@ def rdm(values: np.ndarray, labels: list[str], figure: Path, title: str, max_lab
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="dissimilarity")
     save_figure(fig, figure)
+
+
+SURFACE_VIEWS = (("L", "lateral"), ("L", "medial"), ("R", "lateral"), ("R", "medial"))
+_HEMISPHERE_NAMES = {"L": "left", "R": "right"}
+
+
+def surface_map(values: dict[str, np.ndarray], meshes: dict[str, Mesh], path: Path, title: str, threshold: float | None,
+                cmap: str = "cold_hot", symmetric: bool = True,
+                background: dict[str, np.ndarray] | None = None, vmax: float | None = None) -> Path:
+    """A per-vertex map on both hemispheres, in four views side by side in equal columns (left lateral, left
+    medial, right lateral, right medial) above one shared colour bar, drawn with nilearn's matplotlib engine.
+
+    ``values`` and ``meshes`` ("L", "R": per-vertex values and :class:`bids_encoding.meshes.Mesh`): NaN, zero
+    and ``|value| < threshold`` are not shown; a hemisphere without values is drawn bare. ``meshes`` should be
+    the display surfaces (inflated where shipped). ``background``: per-vertex values shading the bare mesh
+    (e.g. sulcal depth); without it the mesh is a uniform grey. ``symmetric``: a colour range centred on zero;
+    ``vmax``: its top (default: the largest absolute value shown).
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from nilearn import plotting
+
+    shown = {}
+    for hemi, mesh in meshes.items():
+        data = values.get(hemi)
+        data = np.zeros(mesh.n_vertices) if data is None else np.asarray(data, dtype=float).ravel()
+        if len(data) != mesh.n_vertices:
+            raise ValueError(f"{len(data)} values for the {mesh.n_vertices} vertices of hemisphere {hemi}")
+        shown[hemi] = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)  # all-NaN would make nilearn warn
+    everything = np.concatenate([data[data != 0] for data in shown.values()] + [[0.0]])
+    peak = vmax if vmax is not None else max(float(np.abs(everything).max()), 2 * abs(threshold or 0.0), 1e-6)
+    vmin, vmax = (-peak, peak) if symmetric else (min(float(everything.min()), 0.0), peak)
+    # nilearn hides faces whose mean is below the threshold: a tiny one hides the zeros of "nothing here"
+    cut = threshold if threshold else peak * 1e-9
+    fig = plt.figure(figsize=(12, 3.6))
+    for column, (hemi, view) in enumerate(SURFACE_VIEWS):
+        if hemi not in meshes:
+            continue
+        axes = fig.add_axes((column * 0.25, 0.16, 0.25, 0.72), projection="3d")
+        mesh = meshes[hemi]
+        plotting.plot_surf_stat_map(  # nilearn centres the coordinates in place: it gets copies
+            (np.array(mesh.coordinates), np.array(mesh.faces)), shown[hemi], hemi=_HEMISPHERE_NAMES[hemi],
+            view=view, engine="matplotlib", cmap=cmap, colorbar=False, threshold=cut, vmin=vmin, vmax=vmax,
+            symmetric_cbar=False, bg_map=None if background is None else background.get(hemi),
+            axes=axes, figure=fig)
+        axes.set_title(f"{_HEMISPHERE_NAMES[hemi]} {view}", fontsize=9, y=0.95)
+    bar_axes = fig.add_axes((0.35, 0.08, 0.3, 0.04))
+    bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap=plt.get_cmap(cmap)), cax=bar_axes,
+                       orientation="horizontal")
+    if threshold:
+        for edge in (-threshold, threshold) if symmetric else (threshold,):
+            bar.ax.axvline(edge, color="k", lw=1)
+    bar.ax.tick_params(labelsize=8)
+    fig.suptitle(title, fontsize=11)
+    save_figure(fig, path, tight=False)
+    return Path(path)
