@@ -171,7 +171,7 @@ class HemispheresLayout:
 
     def read_series(self, path: Path, selected: np.ndarray) -> np.ndarray:
         files = hemisphere_files(path)
-        data = np.concatenate([_read_gifti(files[h], "BOLD series").T for h in HEMISPHERES], axis=1)
+        data = np.concatenate([_read_gifti(files[h], "BOLD series") for h in HEMISPHERES], axis=1)
         return np.ascontiguousarray(data[:, selected], dtype=np.float32)
 
     def write(self, values: np.ndarray, stem: Path) -> list[tuple[Path, dict]]:
