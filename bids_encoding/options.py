@@ -323,8 +323,14 @@ def check_region(embedding: EmbeddingOptions, fmri: FMRIOptions) -> None:
         raise UserError("--roi and --region both choose the region", fix="Give one of them")
 
 
-def check_save_weights(encoding: EncodingOptions, fmri: FMRIOptions) -> None:
-    """Saved weights are those of plain ridge models: confounds fitted as their own band make each model banded."""
+def check_save_weights(encoding: EncodingOptions, fmri: FMRIOptions, surface: bool = False) -> None:
+    """Saved weights are those of plain ridge models: confounds fitted as their own band make each model banded.
+    They are saved for volumes (``bids-encoding predict`` writes NIfTI predictions), not yet for surfaces."""
+    if encoding.save_weights and surface:
+        raise UserError("--save-weights saves models of voxels, whose predictions `bids-encoding predict` writes as "
+                        "NIfTI volumes, and this data is on the cortical surface",
+                        fix="Leave out --save-weights for surface data, or fit volume data (--space of a volume "
+                            "template) to save its weights")
     if encoding.save_weights and fmri.confounds and encoding.confounds_mode == "band":
         raise UserError("--save-weights saves plain ridge models (one penalty per voxel), and --confounds-mode band "
                         "makes every model a banded one (features and confounds, each with its own penalty)",

@@ -7,7 +7,6 @@ Brain maps are drawn with nilearn's plotting, design matrices with nilearn's ``p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,9 +16,9 @@ import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 from ..derivatives import atomic_write  # noqa: E402
+from ..locations import Layout, VolumeLayout  # noqa: E402
+from ..meshes import Mesh, mesh_description  # noqa: E402
 
-if TYPE_CHECKING:
-    from ..meshes import Mesh
 
 DPI = 80
 MAX_DESIGN_COLUMNS = 60  # wider designs (a language model's 768 units) are shown by their first columns
@@ -54,6 +53,35 @@ def brain_map(img, figure: Path, title: str, threshold: float, vmin: float | Non
     plotting.plot_stat_map(img, axes=bottom, display_mode="z", cut_coords=6, **common,
                            **({} if background else {"bg_img": None}))
     save_figure(fig, figure, tight=False)
+
+
+def map_figure(layout: Layout, values: np.ndarray, figure: Path, title: str, threshold: float,
+               vmin: float | None = None, vmax: float | None = None, cmap: str = "hot", symmetric: bool = False,
+               background: bool = True) -> None:
+    """One map, whatever its layout: a volume as :func:`brain_map` draws it; vertices (GIFTI, or the cortex of a
+    CIFTI file) on both hemispheres' template mesh, inflated where one is shipped (:func:`surface_map`), with the
+    mesh named under the title (CIFTI's subcortical grayordinates are not drawn)."""
+    if isinstance(layout, VolumeLayout):
+        brain_map(layout.image(values), figure, title, threshold, vmin=vmin, vmax=vmax, cmap=cmap,
+                  symmetric=symmetric, background=background)
+        return
+    kind = "inflated" if layout.space != "fsLR" else "midthickness"
+    template = {hemi: layout.mesh(hemi, kind) for hemi, _, _ in layout.parts()}
+    note = mesh_description(layout.space, layout.den, kind)
+    if any(mesh is None for mesh in template.values()):
+        fig, ax = plt.subplots(figsize=(9, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}\n{note}: no surface figure", ha="center", va="center", wrap=True)
+        save_figure(fig, figure, tight=False)
+        return
+    per_hemi = {}
+    for hemi, columns, vertices in layout.parts():
+        shown = np.full(template[hemi].n_vertices, np.nan)
+        shown[vertices] = values[columns]
+        if not symmetric:  # as on volumes: only what reaches the threshold is coloured
+            shown[~(shown >= threshold)] = np.nan
+        per_hemi[hemi] = shown
+    surface_map(per_hemi, template, figure, f"{title}\n{note}", threshold, cmap=cmap, symmetric=symmetric, vmax=vmax)
 
 
 def r2_histograms(values: dict[str, np.ndarray], figure: Path, title: str) -> None:

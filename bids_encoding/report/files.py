@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..derivatives import STATE_DIR, parse_entities
 from ..errors import UserError
+from ..locations import Layout, read_map
 
 FIGURES = "figures"
 
@@ -81,6 +84,24 @@ class ReportFiles:
                 found.append(relative)
         return found
 
+    def maps(self, suffix: str = "statmap", **entities: str) -> list[str]:
+        """The maps with this suffix and entities, whatever their layout: NIfTI volumes, CIFTI files, and the hemi-L
+        file of each per-hemisphere GIFTI pair (which stands for both)."""
+        found = []
+        for relative in self.select(suffix, "", **entities):
+            if relative.endswith((".nii.gz", ".dscalar.nii")) or (
+                    relative.endswith(".shape.gii") and parse_entities(relative).get("hemi") == "L"):
+                found.append(relative)
+        return found
+
+    def values(self, relative: str) -> tuple[Layout, np.ndarray]:
+        """A map's layout and its values over all the layout's locations (both hemispheres for a hemi-L file)."""
+        path = self.files[relative]
+        try:
+            return read_map(path)
+        except (OSError, ValueError) as exc:
+            raise _unreadable(path, exc) from None
+
     def path(self, relative: str) -> Path:
         return self.files[relative]
 
@@ -94,16 +115,6 @@ class ReportFiles:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise _unreadable(path, exc) from None
         return self._sidecars[name]
-
-    def image(self, relative: str):
-        """A derivative NIfTI image, loaded by nibabel."""
-        import nibabel as nib
-
-        path = self.files[relative]
-        try:
-            return nib.load(path)
-        except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-            raise _unreadable(path, exc) from None
 
     def sidecars(self) -> dict[str, dict]:
         """Every sidecar, by the relative path of its JSON file."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from ..derivatives import parse_entities
+from ..locations import Layout
 from . import figures
 from .files import ReportFiles
 from .html import escape, figure, frame_table, table, write_page
@@ -32,27 +32,26 @@ MAPS_HEADER = ["task", "model", "effect", "subjects", "test", "correction", "vox
 def _map_groups(files: ReportFiles) -> dict[tuple, dict[str, str]]:
     """The group maps by (task, space, desc): {stat: relative path}."""
     groups: dict[tuple, dict[str, str]] = defaultdict(dict)
-    for relative in files.select("statmap", ".nii.gz"):
+    for relative in files.maps():
         ents = parse_entities(relative)
         groups[(ents.get("task", ""), ents.get("space", ""), ents.get("desc", ""))][ents.get("stat", "")] = relative
     return dict(sorted(groups.items()))
 
 
 def _significant(files: ReportFiles, stats: dict[str, str], alpha: float,
-                 shown: str = "t") -> tuple[nib.Nifti1Image, str, str]:
+                 shown: str = "t") -> tuple[Layout, np.ndarray, str, str]:
     """The ``shown`` map (t or TFCE) kept where the corrected p (else the uncorrected p) is below ``alpha``, what
     p was used, and the p map's path."""
     corrected = next((stats[c] for c in CORRECTED if c in stats), None)
     p_file = corrected or stats.get("p")
-    img = files.image(stats[shown])
-    values = np.asarray(img.dataobj, dtype=np.float32)
+    layout, values = files.values(stats[shown])
     if p_file is None:
-        return img, "no p map: unthresholded", ""
-    p = np.asarray(files.image(p_file).dataobj, dtype=np.float32)
+        return layout, values, "no p map: unthresholded", ""
+    _, p = files.values(p_file)
     kept = np.where(p < alpha, values, 0).astype(np.float32)
     label = parse_entities(p_file)["stat"]
     how = f"{label[1:]}-corrected p &lt; {alpha:g}" if corrected else f"uncorrected p &lt; {alpha:g} (no corrected map)"
-    return nib.Nifti1Image(kept, img.affine), how, p_file
+    return layout, kept, how, p_file
 
 
 def maps_section(files: ReportFiles) -> str:
@@ -66,8 +65,8 @@ def maps_section(files: ReportFiles) -> str:
             sidecar = files.sidecar(relative)
             chance = float(sidecar.get("ChanceLevel", sidecar.get("Chance", 0.5)))
             threshold = R2_THRESHOLD if effect == "rSquare" else chance
-            src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.brain_map(
-                files.image(relative), path, f"{task} · {desc} · {EFFECTS[effect]}", threshold, vmin=threshold,
+            src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.map_figure(
+                *files.values(relative), path, f"{task} · {desc} · {EFFECTS[effect]}", threshold, vmin=threshold,
                 background=in_mni(ents)))
             blocks.append(figure(src, EFFECTS[effect], f"<code>{escape(relative)}</code>: {EFFECTS[effect]} across "
                                  f"subjects (values below {threshold:g} hidden)"))
@@ -76,18 +75,18 @@ def maps_section(files: ReportFiles) -> str:
         sidecar = files.sidecar(stats["t"])
         alpha = float(sidecar.get("Alpha", 0.05))
         shown = "tfce" if "tfce" in stats else "t"
-        kept, how, p_file = _significant(files, stats, alpha, shown)
-        n_significant = int(np.count_nonzero(np.asarray(kept.dataobj)))
+        layout, kept, how, p_file = _significant(files, stats, alpha, shown)
+        n_significant = int(np.count_nonzero(kept))
         if n_significant:
             sources = [stats[shown]] + ([p_file] if p_file else [])
-            src = files.figure(figure_name(stats[shown], "significant"), sources, lambda path: figures.brain_map(
-                kept, path, f"{task} · {desc} · {SHOWN[shown]} ({how.replace('&lt;', '<')})", 1e-6,
+            src = files.figure(figure_name(stats[shown], "significant"), sources, lambda path: figures.map_figure(
+                layout, kept, path, f"{task} · {desc} · {SHOWN[shown]} ({how.replace('&lt;', '<')})", 1e-6,
                 cmap="cold_hot" if shown == "t" else "hot", symmetric=shown == "t", background=in_mni(ents)))
             blocks.append(figure(src, f"{SHOWN[shown]} map",
                                  f"<code>{escape(stats[shown])}</code>: {SHOWN[shown]} where the {how}"))
         else:
             blocks.append(f"<p><code>{escape(stats[shown])}</code>: no voxel where the {how}.</p>")
-        t_values = np.asarray(files.image(stats["t"]).dataobj, dtype=float)
+        _, t_values = files.values(stats["t"])
         rows.append([task, desc, EFFECTS.get(effect, ""), sidecar.get("NSubjects", ""),
                      sidecar.get("Test", sidecar.get("Description", "")), sidecar.get("Correction", "none"),
                      n_significant, float(t_values.max()) if t_values.size else float("nan")])

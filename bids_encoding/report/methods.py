@@ -313,7 +313,8 @@ def methods(files: ReportFiles) -> str:
     rsa, rsa_maps, comparisons, layer_sweeps = [], [], [], []
     embedding_decoded = False
     for relative in files.files:
-        if not relative.endswith((".nii.gz", ".tsv", ".tsv.gz")):
+        if not relative.endswith((".nii.gz", ".dscalar.nii", ".tsv", ".tsv.gz")) and not (
+                relative.endswith(".shape.gii") and parse_entities(relative).get("hemi") == "L"):
             continue
         ents, sidecar = parse_entities(relative), files.sidecar(relative)
         ents["datatype"] = Path(relative).parent.name
@@ -323,7 +324,7 @@ def methods(files: ReportFiles) -> str:
             encoding.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "p" and "ComparedModels" in sidecar:
             comparisons.append((ents, sidecar))
-        elif ents["suffix"] == "statmap" and ents.get("stat") == "bestLayer" and relative.endswith(".nii.gz"):
+        elif ents["suffix"] == "statmap" and ents.get("stat") == "bestLayer":
             layer_sweeps.append((ents, sidecar))
         elif ents["suffix"] == "statmap" and ents.get("stat") == "rsa":
             rsa_maps.append((ents, sidecar))

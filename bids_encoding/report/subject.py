@@ -45,11 +45,11 @@ def in_mni(ents: dict) -> bool:
 def brain_values(files: ReportFiles, relative: str) -> np.ndarray:
     """A map's values inside the task's brain mask (the map's non-zero voxels when there is no mask)."""
     ents = parse_entities(relative)
-    data = np.asarray(files.image(relative).dataobj, dtype=float)
+    _, data = files.values(relative)
     same = {k: ents[k] for k in ("task", "space", "session") if k in ents}
-    masks = [m for m in files.select("mask", ".nii.gz", desc="brain", **same)
+    masks = [m for m in files.maps("mask", desc="brain", **same)
              if all(parse_entities(m).get(k) == ents.get(k) for k in ("space", "session"))]
-    inside = np.asarray(files.image(masks[0]).dataobj) > 0 if masks else data != 0
+    inside = files.values(masks[0])[1] > 0 if masks else data != 0
     return data[inside] if inside.shape == data.shape else data[data != 0]
 
 
@@ -70,7 +70,7 @@ def _layer_of(sidecar: dict, desc: str) -> tuple[str, int] | None:
 
 def encoding_section(files: ReportFiles) -> str:
     """A table of the R² maps, each map's glass brain and slices, R² histograms per task, layer profiles."""
-    maps = [r for r in files.select("statmap", ".nii.gz", stat="rSquare") if "Model" in files.sidecar(r)]
+    maps = [r for r in files.maps(stat="rSquare") if "Model" in files.sidecar(r)]
     if not maps:
         return ""
     rows, blocks = [], []
@@ -86,8 +86,8 @@ def encoding_section(files: ReportFiles) -> str:
             layers[(prefix(ents), extractor)][layer] = values
         rows.append([task, desc, float(np.median(values)), float(np.percentile(values, 99)), float(values.max()),
                      f"{np.mean(values > 0.05) * 100:.1f}%", sidecar["Model"].get("CrossValidation", "")])
-        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.brain_map(
-            files.image(relative), path, f"{task} · {desc} · held-out R²", R2_THRESHOLD, vmin=0,
+        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.map_figure(
+            *files.values(relative), path, f"{task} · {desc} · held-out R²", R2_THRESHOLD, vmin=0,
             background=in_mni(ents)))
         blocks.append(figure(src, f"held-out R² of {desc}", f"<code>{escape(relative)}</code>: glass brain and axial "
                              f"slices (voxels with R² &lt; {R2_THRESHOLD} hidden)"))
@@ -109,7 +109,7 @@ def layer_sweep_section(files: ReportFiles) -> str:
     """Each layer sweep: its best-layer map (where the best layer's R² reaches the threshold) and, with regions,
     R² by layer per region with CIs across outer folds."""
     blocks = []
-    for relative in files.select("statmap", ".nii.gz", stat="bestLayer"):
+    for relative in files.maps(stat="bestLayer"):
         ents = parse_entities(relative)
         extractor = ents.get("desc", "")
         r2_file = relative.replace("_stat-bestLayer_", "_stat-bestLayerRSquare_")
@@ -117,12 +117,10 @@ def layer_sweep_section(files: ReportFiles) -> str:
             continue
 
         def draw(path, relative=relative, r2_file=r2_file, ents=ents):
-            import nibabel as nib
-
-            layer = np.asarray(files.image(relative).dataobj, dtype=np.float32)
-            r2 = np.asarray(files.image(r2_file).dataobj, dtype=np.float32)
+            layout, layer = files.values(relative)
+            _, r2 = files.values(r2_file)
             shown = np.where(np.nan_to_num(r2) >= R2_THRESHOLD, np.nan_to_num(layer) + 1, 0).astype(np.float32)
-            figures.brain_map(nib.Nifti1Image(shown, files.image(relative).affine), path,
+            figures.map_figure(layout, shown, path,
                               f"{ents.get('task', '')} · {extractor} · best layer + 1", 0.5, vmin=0.5,
                               cmap="viridis", background=in_mni(ents))
         src = files.figure(figure_name(relative, "map"), [relative, r2_file], draw)
@@ -164,11 +162,11 @@ def weights_section(files: ReportFiles) -> str:
 def comparison_section(files: ReportFiles) -> str:
     """Each paired comparison's delta R² map (--compare), A better than B in warm colours, worse in cold."""
     blocks = []
-    for relative in files.select("statmap", ".nii.gz", stat="deltaRSquare"):
+    for relative in files.maps(stat="deltaRSquare"):
         ents, compared = parse_entities(relative), files.sidecar(relative).get("ComparedModels", {})
         a, b = compared.get("A", "A"), compared.get("B", "B")
-        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.brain_map(
-            files.image(relative), path, f"{ents.get('task', '')} · {a} vs {b} · held-out ΔR²", R2_THRESHOLD,
+        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.map_figure(
+            *files.values(relative), path, f"{ents.get('task', '')} · {a} vs {b} · held-out ΔR²", R2_THRESHOLD,
             cmap="cold_hot", symmetric=True, background=in_mni(ents)))
         blocks.append(figure(src, f"held-out R² of {a} minus {b}", f"<code>{escape(relative)}</code>: same outer "
                              f"folds for both models (|ΔR²| &lt; {R2_THRESHOLD} hidden); p and q beside it"))
@@ -247,11 +245,11 @@ def decoding_section(files: ReportFiles) -> str:
         caption = (f"<code>{escape(relative)}</code>: {escape(contrast.get('Column', ''))} "
                    f"{escape(' vs '.join(contrast.get('Values', [])))}, chance {sidecar.get('Chance', 0.5)}")
         body += frame_table(pd.read_csv(files.path(relative), sep="\t"), caption)
-    for relative in files.select("statmap", ".nii.gz", stat="score"):
+    for relative in files.maps(stat="score"):
         ents, sidecar = parse_entities(relative), files.sidecar(relative)
         chance = float(sidecar.get("Chance", sidecar.get("ChanceLevel", 0.5)))
-        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.brain_map(
-            files.image(relative), path, f"{ents.get('task')} · {ents.get('desc')} · searchlight", chance,
+        src = files.figure(figure_name(relative, "map"), [relative], lambda path: figures.map_figure(
+            *files.values(relative), path, f"{ents.get('task')} · {ents.get('desc')} · searchlight", chance,
             vmin=chance, background=in_mni(ents)))
         body += figure(src, "searchlight map", f"<code>{escape(relative)}</code>: searchlight score, voxels at or "
                        f"below chance ({chance:g}) hidden")
@@ -338,11 +336,11 @@ def rsa_section(files: ReportFiles) -> str:
                        f"{escape(region.get('Name', ents.get('desc')))} ({region.get('NVoxels', '')} voxels), "
                        f"{len(sidecar.get('Conditions', []))} conditions of {escape(sidecar.get('ConditionColumn', ''))}",
                        width=450)
-    for relative in files.select("statmap", ".nii.gz", stat="rsa"):
+    for relative in files.maps(stat="rsa"):
         ents, sidecar = parse_entities(relative), files.sidecar(relative)
         light = sidecar.get("Searchlight") or {}
         src = files.figure(figure_name(relative, "map"), [relative], lambda path, relative=relative, ents=ents:
-                           figures.brain_map(files.image(relative), path, f"{ents.get('task')} · {ents.get('desc')} · "
+                           figures.map_figure(*files.values(relative), path, f"{ents.get('task')} · {ents.get('desc')} · "
                                              "searchlight RSA", 0.0, vmin=0.0, background=in_mni(ents)))
         body += figure(src, f"searchlight RSA of {ents.get('desc')}", f"<code>{escape(relative)}</code>: "
                        f"{escape(sidecar.get('Comparison', {}).get('Name', ''))} of the model {escape(ents.get('desc'))}"

@@ -34,6 +34,7 @@ from ...errors import UserError
 from ...models import layers as layer_sweep
 from ...models import significance
 from ...models.voxelwise import EncodingScores, compare_models, encode_runs, refit_weights
+from ...locations import file_kind
 from ...options import EncodingOptions, FMRIOptions, StatsOptions, check_save_weights, parse_comparison
 from ...progress import Step
 
@@ -319,7 +320,7 @@ def fit_encoding(bold_files: list[Path], feature_files: list[Path], trs: list[fl
                  stats: StatsOptions = StatsOptions()) -> list[Output]:
     """One model per feature space of one extractor; returns the written maps with their metadata."""
     out_dir = Path(out_dir)
-    check_save_weights(options, fmri)
+    check_save_weights(options, fmri, surface=file_kind(bold_files[0]) != "volume")
     task = _load(bold_files, trs, mask_files, confound_files, options, fmri)
     spaces, provenance = _spaces(feature_files, task, options, fmri.hrf_model)
     description = describe(options, fmri, stats)
