@@ -220,7 +220,7 @@ class GrayordinatesLayout:
 
     def read_series(self, path: Path, selected: np.ndarray) -> np.ndarray:
         img, _ = _read_cifti(path, "BOLD series")
-        return np.asarray(img.dataobj[:, np.flatnonzero(selected)], dtype=np.float32)
+        return np.asarray(img.dataobj, dtype=np.float32)[:, selected]
 
     def write(self, values: np.ndarray, stem: Path) -> list[tuple[Path, dict]]:
         path = Path(f"{stem}.dscalar.nii")
