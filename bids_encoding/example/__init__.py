@@ -116,6 +116,8 @@ from scipy.signal import lfilter
 
 from .. import __version__
 from ..errors import UserError
+from .surfaces import SURFACE_SPACES, load_surface_truth  # noqa: F401 - public here, beside load_truth
+from .surfaces import check_surfaces, extend_bidsignore, write_run_surfaces, write_surface_truth
 
 TR = 2.0
 SPACE = "MNI152NLin2009cAsym"
@@ -985,8 +987,9 @@ def _spatial_pattern(planted: Planted, rng: np.random.Generator, n_voxels: int) 
 
 
 def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mask: np.ndarray,
-                   affine: np.ndarray, mask_bytes: bytes, shared: dict[str, list[pd.DataFrame]]) -> None:
-    """Simulate and write every run of one subject, and its ground truth."""
+                   affine: np.ndarray, mask_bytes: bytes, shared: dict[str, list[pd.DataFrame]],
+                   surfaces: tuple[str, ...] = ()) -> None:
+    """Simulate and write every run of one subject, and its ground truth (on ``surfaces`` too)."""
     sub = f"{index:02d}"
     rng = _rng(seed, "subject", index)
     baseline = smooth_baseline(mask, rng)
@@ -1006,13 +1009,19 @@ def _write_subject(root: Path, index: int, seed: int, stim_files: list[str], mas
             events = _events(task, run, index, seed, stim_files, shared)
             regressors = {p.name: planted_regressor(p.name, events, task.n_volumes, root / "stimuli") for p in planted}
             data, moves = _simulate_run(_rng(seed, "run", index, t, run), baseline, regressors, gains, task)
-            _write_run(_run_files(root, sub, task, run), data, moves, events, mask, mask_bytes, affine)
+            files = _run_files(root, sub, task, run)
+            _write_run(files, data, moves, events, mask, mask_bytes, affine)
+            if surfaces:
+                write_run_surfaces(to_image(data, mask, affine), mask, files["preproc"].parent,
+                                   files["preproc"].name.split("_space-")[0], task.name, TR, surfaces)
             all_regressors.append(regressors)
         _write_json(truth_dir / f"sub-{sub}_task-{task.name}_truth.json",
                     _truth(task, amplitudes, weights, seed, all_regressors))
         for name, w in weights.items():
             _write_bytes([truth_dir / f"sub-{sub}_task-{task.name}_desc-{name}_mask.nii.gz"],
                          _gz_bytes(_mask_image(w > 0, affine)))
+        if surfaces:
+            write_surface_truth(truth_dir, sub, task.name, weights, mask, affine, surfaces)
 
 
 def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str], story_runs: list[pd.DataFrame],
@@ -1034,14 +1043,16 @@ def _write_subject_eeg(root: Path, index: int, seed: int, stim_files: list[str],
 
 
 def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 0, overwrite: bool = False,
-                          eeg: bool = True, eeg_format: str = "BrainVision") -> Path:
+                          eeg: bool = True, eeg_format: str = "BrainVision", surfaces: tuple[str, ...] = ()) -> Path:
     """Write the example dataset into ``path`` and return it (absolute).
 
     The same ``seed`` always gives the same files. ``path`` must be absent or
     empty unless ``overwrite`` is true, in which case it must hold an earlier
     example dataset, which is deleted first. With ``eeg``, every subject also has
     simulated EEG of both tasks (:mod:`bids_encoding.example.meeg`) in ``eeg_format``
-    (BrainVision, EDF or FIF).
+    (BrainVision, EDF or FIF). ``surfaces`` (among :data:`SURFACE_SPACES`: ``"fsaverage5"``, ``"fsLR"``) adds
+    each run's BOLD sampled onto those surfaces as fMRIPrep names it, and the planted truth per vertex
+    (:mod:`bids_encoding.example.surfaces`, read back by :func:`load_surface_truth`).
     """
     root = Path(path).expanduser().absolute()
     if not 1 <= n_subjects <= MAX_SUBJECTS:
@@ -1049,12 +1060,15 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
                         fix="Choose fewer subjects")
     if seed < 0:
         raise UserError(f"the seed must be a non-negative integer, not {seed}", fix="Choose a seed of 0 or more")
+    surfaces = check_surfaces(surfaces)
     _check_target(root, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     mask_img = load_mni152_brain_mask(resolution=RESOLUTION)
     mask, affine = np.asarray(mask_img.dataobj) > 0, mask_img.affine
     mask_bytes = _gz_bytes(_mask_image(mask, affine))
     _top_level_files(root, n_subjects, seed)
+    if surfaces:
+        extend_bidsignore(root / "derivatives" / "fmriprep" / ".bidsignore")
     write_atlas(root, mask, affine)
     stim_files = write_stimuli(root, seed)
     parts = split_parts(split_sentences(read_story()), TASKS["lpp"].n_runs)
@@ -1065,7 +1079,7 @@ def write_example_dataset(path: str | Path, *, n_subjects: int = 2, seed: int = 
                       for words, track in zip(word_runs, write_story_audio(root, word_runs, seed))],
               "movie": [movie_events(movie, TASKS["movie"].duration) for movie in write_movies(root, seed)]}
     for index in range(1, n_subjects + 1):
-        _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, shared)
+        _write_subject(root, index, seed, stim_files, mask, affine, mask_bytes, shared, surfaces)
         if eeg:
             _write_subject_eeg(root, index, seed, stim_files, shared["lpp"], eeg_format)
     return root
