@@ -117,6 +117,8 @@ BIDSIGNORE = """*.html
 *_statmap.json
 *_mask.shape.gii
 *_mask.dscalar.nii
+*hemi*mask.json
+*den*mask.json
 *_regions.tsv
 *_regions.json
 *_layers.tsv

@@ -215,8 +215,8 @@ class GrayordinatesLayout:
 
     def parts(self) -> list[tuple[str, slice, np.ndarray]]:
         """Each cortical structure's hemisphere, its columns and their mesh vertices (subcortical voxels: none)."""
-        return [(CIFTI_HEMISPHERES[name], columns, sub.vertex) for name, columns, sub in self.axis.iter_structures()
-                if name in CIFTI_HEMISPHERES]
+        return [(CIFTI_HEMISPHERES[name], slice(columns.start, columns.start + len(sub)), sub.vertex)
+                for name, columns, sub in self.axis.iter_structures() if name in CIFTI_HEMISPHERES]
 
     def read_series(self, path: Path, selected: np.ndarray) -> np.ndarray:
         img, _ = _read_cifti(path, "BOLD series")
@@ -241,8 +241,7 @@ class GrayordinatesLayout:
         return columns, nib.affines.apply_affine(self.axis.affine, ijk) if len(columns) else np.zeros((0, 3))
 
     def describe(self) -> dict[str, Any]:
-        structures = {name.removeprefix("CIFTI_STRUCTURE_"): columns.stop - columns.start
-                      for name, columns, _ in self.axis.iter_structures()}
+        structures = {name.removeprefix("CIFTI_STRUCTURE_"): len(sub) for name, _, sub in self.axis.iter_structures()}
         return {"Type": "CIFTI-2 grayordinates", "Space": self.space, **({"Density": self.den} if self.den else {}),
                 "Structures": structures}
 

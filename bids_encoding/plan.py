@@ -37,7 +37,7 @@ need for it (each only where installed)."""
 
 
 VERSION_ENTITIES = ("acquisition", "space", "res", "den")  # runs differing in these are modelled apart
-OUTPUT_ENTITIES = ("acquisition", "space")  # and these name their outputs
+OUTPUT_ENTITIES = ("acquisition", "space", "den")  # and these name their outputs (den: of surfaces, e.g. fsLR 91k)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class TaskPlan:
 
     @property
     def entities(self) -> dict[str, Any]:
-        """The entities every output of this task shares, taken from its runs (acquisition, space)."""
+        """The entities every output of this task shares, taken from its runs (acquisition, space, den)."""
         return {"subject": self.subject, "task": self.task,
                 **{name: getattr(self.runs[0], name, None) for name in OUTPUT_ENTITIES}}
 

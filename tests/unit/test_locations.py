@@ -90,6 +90,7 @@ def test_cifti_series_read_in_grayordinate_order(surface_files):
     layout, n = series_layout(surface_files["cifti"], {"space": "fsLR", "den": "91k"})
     assert isinstance(layout, GrayordinatesLayout) and n == N_TIME and layout.size == len(surface_files["axis"])
     assert [hemi for hemi, _, _ in layout.parts()] == ["L", "R"]
+    assert layout.describe()["Structures"] == {"CORTEX_LEFT": 29271, "CORTEX_RIGHT": 29287, "THALAMUS_LEFT": 20}
     selected = np.zeros(layout.size, bool)
     selected[::97] = True
     np.testing.assert_array_equal(Locations(layout, selected).read(surface_files["cifti"]),
