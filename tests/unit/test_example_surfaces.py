@@ -151,16 +151,17 @@ def test_surface_truth_is_the_volume_truth_sampled(dataset):
     white = np.vstack([meshes["white_matter"].parts[part].coordinates for part in ("left", "right")])
     mask_img = nib.load(func_dir(dataset) / "sub-01_task-lpp_run-1_space-MNI152NLin2009cAsym_res-6_desc-brain_mask"
                                             ".nii.gz")
-    for p in PLANTED["lpp"]:
+    mask = np.asarray(mask_img.dataobj) > 0
+    weights = np.stack([sphere_weights(p.center_mm, p.radius_mm, mask, mask_img.affine) for p in PLANTED["lpp"]], -1)
+    sampled = np.concatenate([vol_to_surf(nib.Nifti1Image(weights, mask_img.affine), meshes["pial"].parts[part],
+                                          inner_mesh=meshes["white_matter"].parts[part], depth=DEPTHS)
+                              for part in ("left", "right")])
+    for k, p in enumerate(PLANTED["lpp"]):
         planted = truth[p.name]
         assert planted.dtype == bool and planted.shape == (2 * N_FSAVERAGE5,)
         nearest = np.minimum(np.linalg.norm(pial - p.center_mm, axis=1), np.linalg.norm(white - p.center_mm, axis=1))
         assert nearest[planted].max() <= p.radius_mm + 6.0  # one 6 mm voxel of interpolation
-        weights = sphere_weights(p.center_mm, p.radius_mm, np.asarray(mask_img.dataobj) > 0, mask_img.affine)
-        sampled = np.concatenate([vol_to_surf(nib.Nifti1Image(weights, mask_img.affine), meshes["pial"].parts[part],
-                                              inner_mesh=meshes["white_matter"].parts[part], depth=DEPTHS)
-                                  for part in ("left", "right")])
-        np.testing.assert_array_equal(planted, sampled >= 0.25)
+        np.testing.assert_array_equal(planted, sampled[:, k] >= 0.25)
     fslr = load_surface_truth(dataset, "01", "lpp", "fsLR")
     n_grayordinates = nib.load(func_dir(dataset) / "sub-01_task-lpp_run-1_space-fsLR_den-91k_bold.dtseries.nii"
                                ).shape[1]
