@@ -284,9 +284,8 @@ def write_run_surfaces(img: nib.Nifti1Image, brain_mask: np.ndarray, folder: Pat
             _write_json(_sidecar_path(paths[0]), {
                 **sidecar,
                 "Density": f"{data.shape[1]} grayordinates: the fsLR 32k (conte69) cortex vertices of both "
-                           "hemispheres, "
-                           f"sampled from the {_voxel_size(img.affine)} mm volume, and the 6 mm voxels of two "
-                           "thalamus spheres (a stand-in for fMRIPrep's 91k grayordinates)",
+                           f"hemispheres, sampled from the {_voxel_size(img.affine)} mm volume, and that volume's "
+                           "voxels in two thalamus spheres (a stand-in for fMRIPrep's 91k grayordinates)",
                 "SpatialReference": {"CIFTI_STRUCTURE_CORTEX_LEFT": "fsLR 32k, conte69 midthickness (brainspace)",
                                      "CIFTI_STRUCTURE_CORTEX_RIGHT": "fsLR 32k, conte69 midthickness (brainspace)",
                                      "VolumeReference": "MNI152NLin2009cAsym, the volume derivatives' grid"},
