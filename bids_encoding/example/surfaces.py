@@ -32,7 +32,6 @@ calling ``vol_to_surf`` on each run. The tests check that the two agree.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from nibabel import cifti2
 from scipy import sparse
 
 from ..errors import UserError
+from ..meshes import template_medial_wall, template_mesh
 
 SURFACE_SPACES = ("fsaverage5", "fsLR")
 """The surface spaces the example can write."""
@@ -84,39 +84,31 @@ def check_surfaces(surfaces: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         raise UserError(f"unknown surface space(s) {unknown} for the example dataset",
                         fix=f"Choose among {', '.join(SURFACE_SPACES)}, given as a tuple such as ('fsaverage5',)")
     if "fsLR" in surfaces:
-        brainspace_surfaces()
+        check_fslr_meshes()
     return tuple(dict.fromkeys(surfaces))
 
 
 # --------------------------------------------------------------------------- meshes
 
-def brainspace_surfaces() -> Path:
-    """brainspace's folder of fsLR 32k (conte69) meshes and medial-wall masks, read as files (no vtk import)."""
-    spec = importlib.util.find_spec("brainspace")
-    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "surfaces" if spec else None
-    if folder is None or not (folder / "conte69_32k_lh.gii").exists():
-        raise UserError("the fsLR 32k meshes (brainspace's conte69 files) are not installed", path=folder,
+def check_fslr_meshes() -> None:
+    """fsLR needs the 32k meshes of brainspace's wheel (read as files: :func:`..meshes.template_mesh`)."""
+    if template_mesh("fsLR", "L", den="32k") is None:
+        raise UserError("the fsLR 32k meshes (brainspace's conte69 files) are not installed",
                         fix="Install them with 'pip install --no-deps brainspace', or leave fsLR out of the surfaces")
-    return folder
 
 
 def _meshes(space: str, hemi: str) -> tuple[tuple, tuple | None]:
     """The outer mesh (pial, or conte69's midthickness) and the inner (white; None for fsLR) as (coords, faces)."""
     if space == "fsaverage5":
-        from nilearn.datasets import load_fsaverage
-
-        meshes = load_fsaverage("fsaverage5")
-        part = {"L": "left", "R": "right"}[hemi]
-        pial, white = meshes["pial"].parts[part], meshes["white_matter"].parts[part]
+        pial, white = template_mesh(space, hemi, "pial"), template_mesh(space, hemi, "white")
         return (pial.coordinates, pial.faces), (white.coordinates, white.faces)
-    gifti = nib.load(brainspace_surfaces() / f"conte69_32k_{hemi.lower()}h.gii")
-    return tuple(gifti.agg_data(("pointset", "triangle"))), None
+    mesh = template_mesh(space, hemi, "midthickness", den="32k")
+    return (mesh.coordinates, mesh.faces), None
 
 
 def fslr_cortex(hemi: str) -> np.ndarray:
-    """The fsLR 32k vertices that brainspace's mask marks as cortex (1; the medial wall is 0)."""
-    mask = np.loadtxt(brainspace_surfaces() / f"conte69_32k_{hemi.lower()}h_mask.csv")
-    return np.flatnonzero(mask > 0)
+    """The fsLR 32k vertices that brainspace's mask marks as cortex (the medial wall left out)."""
+    return np.flatnonzero(~template_medial_wall("fsLR", hemi, "32k"))
 
 
 @lru_cache(maxsize=8)
