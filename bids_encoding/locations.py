@@ -38,6 +38,7 @@ HEMISPHERES = ("L", "R")
 TEMPLATE_VERTICES = {"fsaverage": 163842, "fsaverage6": 40962, "fsaverage5": 10242, "fsaverage4": 2562,
                      "fsaverage3": 642}
 FSLR_VERTICES = {"32k": 32492, "91k": 32492, "59k": 59412, "164k": 163842, "170k": 163842}
+FSAVERAGE_DENSITIES = {"10k": 10242, "41k": 40962, "164k": 163842}  # space-fsaverage_den-10k is fsaverage5
 CIFTI_HEMISPHERES = {"CIFTI_STRUCTURE_CORTEX_LEFT": "L", "CIFTI_STRUCTURE_CORTEX_RIGHT": "R"}
 
 
@@ -109,6 +110,8 @@ def expected_vertices(space: str, den: str | None) -> int | None:
     """Vertices per hemisphere of a template surface space (None: fsnative, or a space we do not know)."""
     if space == "fsLR":
         return FSLR_VERTICES.get(den or "")
+    if space == "fsaverage" and den:
+        return FSAVERAGE_DENSITIES.get(den)
     return TEMPLATE_VERTICES.get(space)
 
 

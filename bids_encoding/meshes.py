@@ -193,6 +193,22 @@ def mesh_description(space: str, den: str | None, kind: str) -> str:
             "(brainspace) ship with the software, so nothing here was computed along the surface.")
 
 
+def template_sulcal_depth(space: str, hemi: str, den: str | None = None) -> np.ndarray | None:
+    """Sulcal depth per vertex, to shade a figure's bare mesh: fsaverage5's (nilearn ships it); None elsewhere."""
+    if _template(space, den) != FSAVERAGE5:
+        return None
+    return _fsaverage5_sulcal(hemi)
+
+
+@lru_cache(maxsize=None)
+def _fsaverage5_sulcal(hemi: str) -> np.ndarray:
+    from nilearn.datasets import load_fsaverage_data
+
+    _check(hemi)
+    data = load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
+    return np.asarray(data.data.parts["left" if hemi == "L" else "right"], dtype=float)
+
+
 def template_medial_wall(space: str, hemi: str, den: str | None = None) -> np.ndarray | None:
     """True at the medial-wall vertices of a template hemisphere, where a shipped file says which they are.
 

@@ -17,7 +17,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from ..derivatives import atomic_write  # noqa: E402
 from ..locations import Layout, VolumeLayout  # noqa: E402
-from ..meshes import Mesh, mesh_description  # noqa: E402
+from ..meshes import Mesh, mesh_description, template_sulcal_depth  # noqa: E402
 
 
 DPI = 80
@@ -81,7 +81,9 @@ def map_figure(layout: Layout, values: np.ndarray, figure: Path, title: str, thr
         if not symmetric:  # as on volumes: only what reaches the threshold is coloured
             shown[~(shown >= threshold)] = np.nan
         per_hemi[hemi] = shown
-    surface_map(per_hemi, template, figure, f"{title}\n{note}", threshold, cmap=cmap, symmetric=symmetric, vmax=vmax)
+    depth = {hemi: template_sulcal_depth(layout.space, hemi, layout.den) for hemi in template}
+    surface_map(per_hemi, template, figure, f"{title}\n{note}", threshold, cmap=cmap, symmetric=symmetric, vmax=vmax,
+                background=None if any(d is None for d in depth.values()) else depth)
 
 
 def r2_histograms(values: dict[str, np.ndarray], figure: Path, title: str) -> None:

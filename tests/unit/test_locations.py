@@ -18,8 +18,8 @@ from nibabel import cifti2
 from bids_encoding.bids_io import collect_bold_runs, load_layout
 from bids_encoding.errors import UserError
 from bids_encoding.fmri.masks import atlas_labels, brain_mask, roi_mask
-from bids_encoding.locations import (GrayordinatesLayout, HemispheresLayout, Locations, VolumeLayout, file_kind,
-                                     hemisphere_files, read_map, series_layout)
+from bids_encoding.locations import (GrayordinatesLayout, HemispheresLayout, Locations, VolumeLayout,
+                                     expected_vertices, file_kind, hemisphere_files, read_map, series_layout)
 from bids_encoding.meshes import template_medial_wall
 
 N_FS5 = 10242
@@ -73,6 +73,13 @@ def test_file_kinds_and_hemisphere_partners(surface_files):
     files = hemisphere_files(surface_files["gifti"])
     assert files["R"].name == "sub-01_task-x_run-1_hemi-R_space-fsaverage5_bold.func.gii"
     assert hemisphere_files(files["R"]) == files
+
+
+def test_vertices_expected_of_fmriprep_spaces():
+    """fMRIPrep names fsaverage5 also space-fsaverage_den-10k; 91k grayordinates lie on fsLR's 32k meshes."""
+    assert expected_vertices("fsaverage5", None) == expected_vertices("fsaverage", "10k") == N_FS5
+    assert expected_vertices("fsaverage6", None) == expected_vertices("fsaverage", "41k") == 40962
+    assert expected_vertices("fsLR", "91k") == 32492 and expected_vertices("fsnative", None) is None
 
 
 def test_gifti_series_read_left_then_right(surface_files):
