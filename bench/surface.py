@@ -311,8 +311,9 @@ def report(args: argparse.Namespace, reference: float, written: dict, results: d
     label = "GIFTI parse (nibabel load, arrays stacked)"
     parse, parses = gifti_read["split_s"].get(label, 0.0), gifti_read["calls"].get(label, 0)
     needed = 2 * args.runs  # each hemisphere of each run once
+    reparsing = parse * (parses - needed) / max(parses, 1)
     print(f"GIFTI parsing is {parse / gifti_read['wall_s']:.0%} of the GIFTI read: {parses} parses for "
-          f"{args.runs} runs where {needed} read each file once, so about {parse * (parses - needed) / max(parses, 1):.1f} s is "
+          f"{args.runs} runs where {needed} read each file once, so about {reparsing:.1f} s is "
           f"re-parsing. One file ({anatomy['file_mb']:.0f} MB, {anatomy['darrays']} arrays): nibabel load "
           f"{anatomy['nibabel_load_s']:.2f} s, of which base64 + zlib decoding alone takes "
           f"{anatomy['decode_only_s']:.2f} s; stacking {anatomy['stack_s']:.2f} s")
