@@ -1,7 +1,10 @@
 """Surface BOLD: fsaverage6 (2 x 40,962 vertices) x 3,000 TRs read, cleaned and fitted, against the same volume.
 
 Run: .venv/bin/python bench/surface.py [--vertices 40962 --samples 3000 --runs 5 --features 300] [--mem-gb 4]
-Quick: ``--vertices 10242 --samples 600`` (fsaverage5, about a minute).
+Quick: ``--vertices 10242 --samples 600`` (fsaverage5, about 1.5 min on 2 cores). The full size takes about
+10 min on 2 cores with ``--fit-formats gifti`` (one fit: the loaded arrays are checked equal), 15 with both
+fits. The fit's chunks are at most ``--chunk-size`` voxels, so a cap binds only when small
+(``--mem-gb 1.5`` at the full size, where the data alone holds 1 GB).
 
 A planted signal (as ``wholebrain.py``: features X, BOLD = noise + X W in 10 % of the locations, on a
 baseline of 1000) is written run by run twice, with the same values: as fMRIPrep's per-hemisphere GIFTI
