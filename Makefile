@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 BRAINSPACE := $(BIN)/pip install -q --no-deps "brainspace==0.3.0"
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench bench-wholebrain bench-embedding bench-media clean lock
+.PHONY: setup demo test lint bench bench-wholebrain bench-surface bench-embedding bench-media clean lock
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: $(BENCH_STAMP)
 
 bench-wholebrain: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/wholebrain.py
+
+# Surfaces: fsaverage6's 81,924 vertices x 3,000 TRs as fMRIPrep's GIFTI against the same values as a NIfTI volume
+# (write, read and clean, fit under --mem-gb; about 15 minutes; --vertices 10242 --samples 600 for a quick look)
+bench-surface: $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/surface.py
 
 bench-embedding: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding.py

@@ -102,6 +102,18 @@ def _read_cifti(path: Path, what: str) -> tuple[cifti2.Cifti2Image, tuple]:
     return img, axes
 
 
+def series_length(path: str | Path) -> int:
+    """The number of volumes of a series file without decoding its data: a NIfTI's or CIFTI's header; a GIFTI's
+    count of data arrays (one per volume, as fMRIPrep writes them), counted in its XML (decoding both hemispheres'
+    base64 arrays just to count them took seconds a run)."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "gifti":
+        return Path(path).read_bytes().count(b"<DataArray")
+    img = nib.load(str(path))
+    return int(img.shape[0] if kind == "cifti" else img.shape[3])
+
+
 def surface_space(entities: dict[str, Any]) -> tuple[str, str | None]:
     return str(entities.get("space") or ""), (str(entities["den"]) if entities.get("den") else None)
 
@@ -125,7 +137,7 @@ class VolumeLayout:
     shape: tuple[int, int, int]
     affine: np.ndarray = field(compare=False)
     kind = "volume"
-    unit = "voxels"
+    unit, one = "voxels", "voxel"
     extension = ".nii.gz"
 
     @property
@@ -160,7 +172,7 @@ class HemispheresLayout:
     den: str | None
     vertices: tuple[int, int]  # per hemisphere, left and right
     kind = "gifti"
-    unit = "vertices"
+    unit, one = "vertices", "vertex"
     extension = ".shape.gii"
 
     @property
@@ -174,8 +186,8 @@ class HemispheresLayout:
 
     def read_series(self, path: Path, selected: np.ndarray) -> np.ndarray:
         files = hemisphere_files(path)
-        data = np.concatenate([_read_gifti(files[h], "BOLD series") for h in HEMISPHERES], axis=1)
-        return np.ascontiguousarray(data[:, selected], dtype=np.float32)
+        data = np.concatenate([_read_gifti(files[h], "BOLD series") for h in HEMISPHERES], axis=1, dtype=np.float32)
+        return data if selected.all() else data[:, selected]
 
     def write(self, values: np.ndarray, stem: Path) -> list[tuple[Path, dict]]:
         written = []
@@ -209,7 +221,7 @@ class GrayordinatesLayout:
     space: str = "fsLR"
     den: str | None = None
     kind = "cifti"
-    unit = "grayordinates"
+    unit, one = "grayordinates", "grayordinate"
     extension = ".dscalar.nii"
 
     @property

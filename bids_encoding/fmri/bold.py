@@ -20,7 +20,7 @@ from ..derivatives import parse_entities
 from ..errors import UserError
 from ..models.standardize import zscore
 from .design import remove_drifts
-from ..locations import Locations, series_layout
+from ..locations import Locations, series_length
 from .masks import brain_mask
 
 
@@ -80,7 +80,7 @@ def load_task(bold_files: list[Path], trs: list[float], mask_files: list[Path | 
     brain = brain_mask(bold_files, mask_files, mask)
     columns = tuple(confounds)
     confounds = [read_confounds(c, columns, b) for c, b in zip(confound_files, bold_files)]
-    lengths = [series_layout(b)[1] for b in bold_files]
+    lengths = [series_length(b) for b in bold_files]
     Y = np.empty((sum(lengths), brain.size), dtype=np.float32)
     Y_runs = np.split(Y, np.cumsum(lengths)[:-1])
     for y, b, tr, c in zip(Y_runs, bold_files, trs, confounds):  # run by run into one array: no second copy

@@ -91,11 +91,11 @@ def _computed_mask(bold_files: list[Path], layout: Layout) -> Locations:
     usable = usable_locations(bold_files, layout)
     sources = [str(b) for b in bold_files]
     if not usable.any():
-        raise UserError(f"no {layout.unit[:-1]} of the BOLD data has a finite, non-constant time series",
+        raise UserError(f"no {layout.one} of the BOLD data has a finite, non-constant time series",
                         path=bold_files[0],
                         fix="Check the BOLD files (every voxel is constant or NaN), or give the brain with --mask")
     if not isinstance(layout, VolumeLayout):
-        return Locations(layout, usable.ravel(), f"every {layout.unit[:-1]} with a finite, non-constant time series",
+        return Locations(layout, usable.ravel(), f"every {layout.one} with a finite, non-constant time series",
                          sources)
     try:
         computed = np.asarray(masking.compute_multi_epi_mask(sources).dataobj) > 0

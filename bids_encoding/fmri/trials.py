@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..contrasts import contrast_events
 from ..errors import UserError
-from ..locations import Locations, series_layout
+from ..locations import Locations, series_length
 from ..models.standardize import zscore
 from .bold import load_bold, read_confounds
 
@@ -128,7 +128,7 @@ def trial_responses(bold_files: list[Path], events_files: list[Path], trs: list[
     plans = []
     for bold, events_file, tr, confound_file in zip(bold_files, events_files, trs, confound_files):
         events = contrast_events(events_file, column, values)
-        n_scans = series_layout(bold)[1]
+        n_scans = series_length(bold)
         _check_onsets(events, n_scans, tr, events_file)
         regressors = read_confounds(confound_file, tuple(confounds), bold)
         if regressors is not None and len(regressors) != n_scans:

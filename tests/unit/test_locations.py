@@ -19,7 +19,8 @@ from bids_encoding.bids_io import collect_bold_runs, load_layout
 from bids_encoding.errors import UserError
 from bids_encoding.fmri.masks import atlas_labels, brain_mask, roi_mask
 from bids_encoding.locations import (GrayordinatesLayout, HemispheresLayout, Locations, VolumeLayout,
-                                     expected_vertices, file_kind, hemisphere_files, read_map, series_layout)
+                                     expected_vertices, file_kind, hemisphere_files, read_map, series_layout,
+                                     series_length)
 from bids_encoding.meshes import template_medial_wall
 
 N_FS5 = 10242
@@ -85,6 +86,7 @@ def test_vertices_expected_of_fmriprep_spaces():
 def test_gifti_series_read_left_then_right(surface_files):
     layout, n = series_layout(surface_files["gifti"], {"space": "fsaverage5"})
     assert isinstance(layout, HemispheresLayout) and n == N_TIME and layout.vertices == (N_FS5, N_FS5)
+    assert series_length(surface_files["gifti"]) == series_length(surface_files["cifti"]) == N_TIME
     selected = np.zeros(layout.size, bool)
     selected[[0, 5, N_FS5 + 7]] = True
     data = Locations(layout, selected).read(surface_files["gifti"])
