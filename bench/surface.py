@@ -184,7 +184,7 @@ def read_phase(folder: Path, fmt: str, high_pass: float) -> dict:
     watches = Stopwatches()
     watches.wrap(locations, "_read_gifti", "GIFTI parse (nibabel load, arrays stacked)")
     watches.wrap(bold, "brain_mask", "brain mask")
-    watches.wrap(bold, "series_layout", "run lengths (series_layout per run)")
+    watches.wrap(bold, "series_length", "run lengths (series_length per run)")
     watches.wrap(locations.Locations, "read", "reading the runs (Locations.read)")
     watches.wrap(signal, "clean", "cleaning (nilearn signal.clean)")
     mask = manifest["mask"][fmt]
