@@ -53,7 +53,7 @@ ALPHAS = np.logspace(-1, 5, 10)
 
 def space_of(vertices: int) -> str:
     """The fsaverage space of that many vertices per hemisphere (fsnative for any other count)."""
-    from bids_encoding.locations import TEMPLATE_VERTICES
+    from bids_encoding.surface_io import TEMPLATE_VERTICES
 
     return next((space for space, n in TEMPLATE_VERTICES.items() if n == vertices), "fsnative")
 
@@ -182,7 +182,7 @@ def read_phase(folder: Path, fmt: str, high_pass: float) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     files = [Path(f) for f in manifest["files"][fmt]]
     watches = Stopwatches()
-    watches.wrap(locations, "_read_gifti", "GIFTI parse (nibabel load, arrays stacked)")
+    watches.wrap(locations, "read_gifti", "GIFTI parse (nibabel load, arrays stacked)")
     watches.wrap(bold, "brain_mask", "brain mask")
     watches.wrap(bold, "series_length", "run lengths (series_length per run)")
     watches.wrap(locations.Locations, "read", "reading the runs (Locations.read)")

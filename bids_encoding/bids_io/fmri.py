@@ -17,7 +17,7 @@ import numpy as np
 from bids import BIDSLayout
 
 from ..errors import UserError
-from ..locations import VolumeLayout, file_kind, series_layout
+from ..surface_io import check_series, file_kind
 from ..stimuli import stimuli_from_events
 from .runs import Run
 
@@ -161,20 +161,21 @@ def _tr(layout: BIDSLayout, bold: Path, raw_bold: Path) -> float:
 def _check_surface_header(bold: Path, tr: float, entities: dict) -> tuple[int, tuple]:
     """A surface run's number of volumes and its locations, after checking that both hemispheres (or the CIFTI's
     brain models) hold one series with the sidecar's TR."""
-    layout, n_volumes = series_layout(bold, entities)
+    series = check_series(bold, entities)
+    n_volumes = series.n_volumes
     if n_volumes < MIN_VOLUMES:
         raise UserError(f"the BOLD run has {n_volumes} volume(s); a model of a time series needs at least "
                         f"{MIN_VOLUMES}", path=bold, fix="Leave this run out (--run, or a --bids-filter-file), or give "
                                                          "the complete run")
-    if layout.kind == "cifti":
-        series = nib.load(str(bold)).header.get_axis(0)
-        step = series.step / 1000.0 if series.unit == "MSEC" else series.step
-        if series.unit in ("SECOND", "MSEC") and step > 0 and abs(step - tr) > TR_TOLERANCE:
+    if series.kind == "cifti":
+        time = series.time_axis
+        step = time.step / 1000.0 if time.unit == "MSEC" else time.step
+        if time.unit in ("SECOND", "MSEC") and step > 0 and abs(step - tr) > TR_TOLERANCE:
             raise UserError(f"the sidecar's RepetitionTime ({tr} s) does not match the CIFTI series axis' step "
                             f"({step} s)", path=bold,
                             fix="Correct RepetitionTime in the JSON sidecar or the CIFTI file, whichever is wrong")
-    key = (layout.kind, getattr(layout, "space", ""), getattr(layout, "den", ""), getattr(layout, "vertices", ()))
-    return n_volumes, ((layout.size,), key, layout.unit)
+    key = (series.kind, series.space, series.den, series.vertices)
+    return n_volumes, ((series.size,), key, "vertices" if series.kind == "gifti" else "grayordinates")
 
 
 def _check_header(bold: Path, tr: float, entities: dict | None = None) -> tuple[int, tuple]:
@@ -204,7 +205,7 @@ def _check_header(bold: Path, tr: float, entities: dict | None = None) -> tuple[
             path=bold,
             fix="Correct RepetitionTime in the JSON sidecar or the header's pixdim[4], whichever is wrong",
         )
-    return int(img.shape[3]), (tuple(img.shape[:3]), tuple(np.round(img.affine, 4).ravel()), VolumeLayout.unit)
+    return int(img.shape[3]), (tuple(img.shape[:3]), tuple(np.round(img.affine, 4).ravel()), "voxels")
 
 
 def _stimuli_dir(layout: BIDSLayout) -> Path | None:

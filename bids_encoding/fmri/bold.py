@@ -20,7 +20,8 @@ from ..derivatives import parse_entities
 from ..errors import UserError
 from ..models.standardize import zscore
 from .design import remove_drifts
-from ..locations import Locations, series_length
+from ..locations import Locations
+from ..surface_io import series_length
 from .masks import brain_mask
 
 

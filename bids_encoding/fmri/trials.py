@@ -32,7 +32,8 @@ import pandas as pd
 
 from ..contrasts import contrast_events
 from ..errors import UserError
-from ..locations import Locations, series_length
+from ..locations import Locations
+from ..surface_io import series_length
 from ..models.standardize import zscore
 from .bold import load_bold, read_confounds
 

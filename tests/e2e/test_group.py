@@ -132,7 +132,7 @@ def test_maps_on_different_grids_are_refused(planted_outputs, tmp_path):
     root, _, _, _ = planted_outputs
     path = next((root / "sub-04" / "func").glob("*_statmap.nii.gz"))
     save_nifti(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), path)
-    with pytest.raises(UserError, match="sub-04's map is on a different grid"):
+    with pytest.raises(UserError, match="sub-04's map is on other voxels than sub-01's"):
         group_test(_inputs(root)["map"], tmp_path, GroupOptions(group_test="parametric"))
 
 

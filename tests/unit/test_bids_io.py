@@ -120,11 +120,11 @@ def test_runs_on_different_voxel_grids_are_a_clear_error_naming_the_odd_run(smal
     runs = collect_bold_runs(load_layout(small_dataset), "01", tasks=("lpp",))
     check_same_grid(runs)  # the example's runs share one grid
     assert len({r.grid for r in runs}) == 1 and runs[0].grid[0] == (34, 40, 33)
-    shape, affine = runs[0].grid
-    moved = dataclasses.replace(runs[1], grid=(shape, (affine[0] + 6.0, *affine[1:])))
+    shape, affine, unit = runs[0].grid
+    moved = dataclasses.replace(runs[1], grid=(shape, (affine[0] + 6.0, *affine[1:]), unit))
     with pytest.raises(UserError, match="another position") as error:
         check_same_grid([runs[0], moved, runs[2]])
     assert error.value.path == str(moved.bold)  # the run off the grid the others share
-    smaller = dataclasses.replace(runs[0], grid=((8735, 1, 1), affine))
+    smaller = dataclasses.replace(runs[0], grid=((8735, 1, 1), affine, unit))
     with pytest.raises(UserError, match="8735 x 1 x 1 voxels, where .*run-2_bold.nii.gz has 34 x 40 x 33"):
         check_same_grid([smaller, *runs[1:]])

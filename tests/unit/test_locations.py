@@ -18,9 +18,9 @@ from nibabel import cifti2
 from bids_encoding.bids_io import collect_bold_runs, load_layout
 from bids_encoding.errors import UserError
 from bids_encoding.fmri.masks import atlas_labels, brain_mask, roi_mask
-from bids_encoding.locations import (GrayordinatesLayout, HemispheresLayout, Locations, VolumeLayout,
-                                     expected_vertices, file_kind, hemisphere_files, read_map, series_layout,
-                                     series_length)
+from bids_encoding.locations import (GrayordinatesLayout, HemispheresLayout, Locations, VolumeLayout, read_map,
+                                     series_layout)
+from bids_encoding.surface_io import expected_vertices, file_kind, hemisphere_files, series_length
 from bids_encoding.meshes import template_medial_wall
 
 N_FS5 = 10242

@@ -34,7 +34,7 @@ from ...errors import UserError
 from ...models import layers as layer_sweep
 from ...models import significance
 from ...models.voxelwise import EncodingScores, compare_models, encode_runs, refit_weights
-from ...locations import file_kind
+from ...surface_io import file_kind
 from ...options import EncodingOptions, FMRIOptions, StatsOptions, check_save_weights, parse_comparison
 from ...progress import Step
 
