@@ -44,7 +44,6 @@ class VolumeLayout:
     affine: np.ndarray = field(compare=False)
     kind = "volume"
     unit, one = "voxels", "voxel"
-    extension = ".nii.gz"
 
     @property
     def size(self) -> int:
@@ -79,7 +78,6 @@ class HemispheresLayout:
     vertices: tuple[int, int]  # per hemisphere, left and right
     kind = "gifti"
     unit, one = "vertices", "vertex"
-    extension = ".shape.gii"
 
     @property
     def size(self) -> int:
@@ -128,7 +126,6 @@ class GrayordinatesLayout:
     den: str | None = None
     kind = "cifti"
     unit, one = "grayordinates", "grayordinate"
-    extension = ".dscalar.nii"
 
     @property
     def size(self) -> int:
@@ -183,7 +180,7 @@ def series_layout(path: str | Path, entities: dict[str, Any] | None = None) -> t
     return HemispheresLayout(series.space, series.den, series.vertices), series.n_volumes
 
 
-def read_map(path: str | Path) -> tuple[Layout, np.ndarray]:
+def read_map(path: str | Path, what: str = "map") -> tuple[Layout, np.ndarray]:
     """A map this app wrote (or any 3D image, per-hemisphere GIFTI or dense CIFTI) as its layout and its values
     over all the layout's locations (float64)."""
     from .derivatives import parse_entities
@@ -191,13 +188,13 @@ def read_map(path: str | Path) -> tuple[Layout, np.ndarray]:
     path = Path(path)
     kind = file_kind(path)
     if kind == "cifti":
-        img, axes = read_cifti(path, "map")
+        img, axes = read_cifti(path, what)
         ents = parse_entities(path)
         return GrayordinatesLayout(axes[-1], ents.get("space", "fsLR"), ents.get("den")), \
             np.asarray(img.dataobj, dtype=np.float64)[0]
     if kind == "gifti":
         files = hemisphere_files(path)
-        values = [read_gifti(files[h], "map")[0] for h in HEMISPHERES]
+        values = [read_gifti(files[h], what)[0] for h in HEMISPHERES]
         ents = parse_entities(path)
         return (HemispheresLayout(ents.get("space", ""), ents.get("den"), tuple(len(v) for v in values)),
                 np.concatenate(values).astype(np.float64))
@@ -228,18 +225,14 @@ def layout_values(layout: Layout, path: str | Path, what: str, fix: str) -> np.n
     if kind != layout.kind:
         raise UserError(f"the {what} is not in the data's format: the BOLD is {layout.kind.upper()} and needs "
                         f"{wanted}", path=path, fix=fix)
-    if isinstance(layout, GrayordinatesLayout):
-        img, axes = read_cifti(path, what)
-        if axes[-1] != layout.axis:
-            raise UserError(f"the {what}'s grayordinates are not the BOLD's ({len(axes[-1])} against {len(layout.axis)})",
-                            path=path, fix=fix)
-        return np.asarray(img.dataobj)[0]
-    files = hemisphere_files(path)
-    values = [read_gifti(files[h], what)[0] for h in HEMISPHERES]
-    if tuple(len(v) for v in values) != layout.vertices:
-        raise UserError(f"the {what} has {len(values[0])} + {len(values[1])} vertices, but the BOLD "
+    found, values = read_map(path, what)
+    if isinstance(layout, GrayordinatesLayout) and found.axis != layout.axis:
+        raise UserError(f"the {what}'s grayordinates are not the BOLD's ({found.size} against {layout.size})",
+                        path=path, fix=fix)
+    if isinstance(layout, HemispheresLayout) and found.vertices != layout.vertices:
+        raise UserError(f"the {what} has {found.vertices[0]} + {found.vertices[1]} vertices, but the BOLD "
                         f"{layout.vertices[0]} + {layout.vertices[1]} ({layout.space})", path=path, fix=fix)
-    return np.concatenate(values)
+    return values
 
 
 def label_names(path: str | Path) -> dict[int, str]:
@@ -333,12 +326,10 @@ class Locations:
                                         lambda points: _points_within(points, radius), "searchlight"))
 
     def adjacency(self) -> sparse.csr_matrix:
-        """Which locations neighbour which (mesh edges; face-sharing voxels): for cluster statistics."""
+        """Which locations neighbour which, for cluster statistics on surfaces: mesh edges, and face-sharing
+        subcortical CIFTI voxels (volumes use nilearn's voxel-grid TFCE, or ``graph_stats.grid_adjacency``)."""
         if isinstance(self.layout, VolumeLayout):
-            voxels = np.argwhere(self.selected.reshape(self.layout.shape))  # C order, as the columns
-            graph = _points_within(nib.affines.apply_affine(self.layout.affine, voxels),
-                                   1.01 * _spacing(nib.affines.apply_affine(self.layout.affine, voxels)))
-            return (graph != 0).astype(bool).tocsr()
+            raise TypeError("a volume's neighbours are its grid's: graph_stats.grid_adjacency")
         graph = self._graph(lambda mesh, vertices: meshes.adjacency(mesh, vertices),
                             lambda points: _points_within(points, 1.01 * _spacing(points)), "cluster statistics")
         return (graph != 0).astype(bool).tocsr()

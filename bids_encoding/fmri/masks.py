@@ -9,7 +9,8 @@ The brain mask is, in this order: the ``--mask`` image; the intersection of the
 derivatives' ``desc-brain`` masks; or an EPI mask computed from the runs (nilearn's
 ``compute_multi_epi_mask``), kept to the voxels whose time series are finite and not
 constant. On surfaces it is the vertices (grayordinates) whose time series are finite and
-not constant in every run, which leaves out a medial wall written as zeros. A computed mask that comes out empty or implausibly small (under
+not constant in every run, which leaves out a medial wall written as zeros. A computed mask
+that comes out empty or implausibly small (under
 :data:`MIN_FRACTION` of those voxels, or fewer than :data:`MIN_VOXELS`), as it does on
 data already masked, resampled to a coarse grid or cut to a few voxels, is replaced by
 every voxel whose time series is finite and not constant, and the log and the sidecars
@@ -51,11 +52,6 @@ def usable_locations(bold_files: list[Path], layout: Layout) -> np.ndarray:
         usable = ok if usable is None else usable & ok
         del data
     return usable
-
-
-def usable_voxels(bold_files: list[Path]) -> np.ndarray:
-    """Voxels of volume runs whose time series is finite and not constant in every run."""
-    return usable_locations(bold_files, task_layout(bold_files))
 
 
 def task_layout(bold_files: list[Path]) -> Layout:
